@@ -1,0 +1,76 @@
+"""serving_collection: which collection readers of MILVUS_COLLECTION get, moved only when it is safe.
+
+After the write and the evaluation of a run, this step looks at every registered source: when each
+has been written to the current model's collection and evaluated there (and met the threshold, when
+the check blocks), the alias moves to that collection in one atomic `alter_alias`. Until then readers
+keep the previous model's collection, whole. The decision is `collections.decide_promotion`.
+"""
+
+import dagster as dg
+
+from rag_assets.assets.retrieval_eval import retrieval_eval
+from rag_assets.collections import decide_promotion, point_alias, serving_target
+from rag_assets.partitions import source_partitions
+from rag_assets.resources.evaluation import EvaluationResource
+from rag_assets.resources.milvus import MilvusResource
+
+
+@dg.asset(
+    partitions_def=source_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="ingestion",
+    kinds={"milvus"},
+    pool="milvus",
+    deps=[retrieval_eval],
+)
+def serving_collection(
+    context: dg.AssetExecutionContext, milvus: MilvusResource, evaluation: EvaluationResource
+) -> dg.MaterializeResult:
+    """The collection the serving alias (MILVUS_COLLECTION) resolves to, after this run.
+
+    Metadata: `serving` (before and after), `candidate` (the current model's collection), whether the
+    alias moved, and the sources it still waits for. The previous collection is kept for rollback
+    until `rag-assets prune-collections`. In pool `milvus`, like every step that opens Milvus.
+    """
+    registered = list(context.instance.get_dynamic_partitions(source_partitions.name))
+    evaluations = latest_evaluations(context.instance, registered)
+    store = milvus.open()
+    try:
+        candidate, before = store.collection, serving_target(store.client, milvus.collection)
+        decision = decide_promotion(
+            serving=before, candidate=candidate, registered=registered, evaluations=evaluations, require_pass=evaluation.blocking
+        )
+        moved = decision.promote and store.dimension() is not None
+        if moved:
+            point_alias(store.client, milvus.collection, candidate)
+            context.log.info(f"{milvus.collection!r} now serves {candidate!r} (was {before!r}): {decision.reason}")
+    finally:
+        store.close()
+    metadata = {
+        "alias": milvus.collection,
+        "serving": candidate if moved else (before or "none"),
+        "previous": before or "none",
+        "candidate": candidate,
+        "moved": moved,
+        "reason": decision.reason,
+        "waiting_for": ", ".join(decision.waiting_for) or "none",
+        "below_threshold": ", ".join(decision.below_threshold) or "none",
+    }
+    for key in context.partition_keys:
+        context.add_asset_metadata(metadata, partition_key=key)
+    return dg.MaterializeResult()
+
+
+def latest_evaluations(instance: dg.DagsterInstance, sources: list[str]) -> dict[str, tuple[str, bool]]:
+    """Per source, (collection, met the threshold) of its latest retrieval_eval materialization."""
+    found = {}
+    for source in sources:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=retrieval_eval.key, asset_partitions=[source]), limit=1
+        ).records
+        if records:
+            metadata = records[0].asset_materialization.metadata
+            if "collection" in metadata:
+                met = metadata.get("meets_threshold")
+                found[source] = (str(metadata["collection"].value), bool(met.value) if met is not None else False)
+    return found

@@ -1,0 +1,269 @@
+"""The benchmark: the same corpus, model and device through every stage, in one process.
+
+Stages: bare_encode (SentenceTransformer.encode of exactly the pipeline's chunks: the limit),
+cold (the Dagster materialization into an empty collection), warm (again, nothing changed),
+incremental (the source moved to a newer snapshot), naive (the page-at-a-time ancestor).
+The corpus is served by the loopback GitHub server the tests use.
+"""
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import yaml
+
+from rag_assets.bench.measure import StageResult, measured
+from rag_assets.bench.naive import run_naive
+from rag_assets.core.chunking import PageToChunk, chunk_pages, embedding_input
+from rag_assets.core.pages import PageStats, decode_page, path_selected
+from rag_assets.core.sections import detect_format
+from rag_assets.ingest import run_ingest
+from rag_assets.instance import INSTANCE_CONFIG, ensure_pools
+from rag_assets.resources.embedder import Embedder, release_free_heap
+from rag_assets.resources.milvus import MilvusStore
+from rag_assets.settings import Settings
+from rag_assets.sources import DEFAULT_INCLUDE
+from rag_assets.testing.github_server import FakeGitHub, tarball_files
+
+SOURCE = "bench"
+REPO = "bench/docs"
+BARE_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    corpus: Path
+    update: Path | None = None
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    api_latency_ms: float = 0.0
+    device: str = "auto"
+    precision: str = "auto"
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    stages: tuple[str, ...] = ("bare_encode", "bare_embed", "cold", "warm", "incremental", "naive")
+    fp32_reference: bool = False
+    workdir: Path | None = None
+
+
+def run_bench(options: BenchOptions, log=print) -> dict:
+    """Run the stages and return {"stages", "ratios", "env"} (what --out writes)."""
+    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="rag-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    embedder = Embedder(options.model, device=options.device, precision=options.precision)
+    files = tarball_files(options.corpus)
+    stages: dict[str, dict] = {}
+    with FakeGitHub(latency_ms=options.api_latency_ms, rate_limit=10**9) as github:
+        sha = github.add_repo(REPO, files)
+        settings = _settings(workdir, options)
+        _write_sources(settings.sources_file, github.url, options.include)
+        instance = _instance(workdir / "dagster_home")
+        texts = _pipeline_inputs(files, options.include, embedder)
+        log(f"corpus: {len(texts)} chunks from {options.corpus.name}; device {embedder.device}, precision {embedder.precision}")
+        _warm_up(embedder, texts)
+
+        def stage(name: str, body, wanted: bool | None = None) -> None:
+            if name in options.stages if wanted is None else wanted:
+                log(f"stage {name}...")
+                release_free_heap()  # a stage's peak RSS is its own, not the heap the last one left
+                result = StageResult()
+                with measured(result):
+                    body(result)
+                result.extra["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine
+                stages[name] = result.as_dict()
+                log(f"  {name}: {stages[name]['wall_s']} s")
+
+        stage("bare_encode", lambda r: _bare_encode(embedder, texts, r))
+        stage("bare_embed", lambda r: _bare_embed(embedder, texts, r))
+        stage("bare_encode_fp32", lambda r: _bare_encode_fp32(options, texts, r, stages), wanted=options.fp32_reference)
+        stage("cold", lambda r: _ingest(settings, instance, r))
+        _check_same_chunks(settings, texts, "cold" in options.stages)
+        stage("warm", lambda r: _ingest(settings, instance, r))
+        if options.update:
+            stage("incremental", lambda r: (github.push(REPO, tarball_files(options.update)), _ingest(settings, instance, r)))
+        stage("naive", lambda r: _naive(github, sha, options, embedder, workdir, r))
+        instance.dispose()
+    return {"stages": stages, "ratios": ratios(stages), "env": environment(embedder, options)}
+
+
+def ratios(stages: dict[str, dict]) -> dict[str, float]:
+    pairs = {
+        "cold/bare_encode": ("cold", "bare_encode"),
+        "cold/bare_embed": ("cold", "bare_embed"),
+        "naive/cold": ("naive", "cold"),
+        "warm/cold": ("warm", "cold"),
+        "incremental/cold": ("incremental", "cold"),
+    }
+    found = {
+        name: round(stages[a]["wall_s"] / stages[b]["wall_s"], 3)
+        for name, (a, b) in pairs.items()
+        if a in stages and b in stages and stages[b]["wall_s"]
+    }
+    if "bare_encode_fp32" in stages and "cold" in stages and stages["bare_encode_fp32"]["tokens_per_s"]:
+        found["cold_vs_fp32_bare_tokens_per_s"] = round(stages["cold"]["tokens_per_s"] / stages["bare_encode_fp32"]["tokens_per_s"], 3)
+    return found
+
+
+def environment(embedder: Embedder, options: BenchOptions) -> dict:
+    import torch
+
+    packages = ("torch", "sentence-transformers", "transformers", "dagster", "pymilvus", "milvus-lite")
+    return {
+        "model": embedder.identity,
+        "device": embedder.device,
+        "precision": embedder.precision,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if embedder.device.startswith("cuda") else None,
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in packages},
+        "corpus": options.corpus.name,
+        "update": options.update.name if options.update else None,
+        "include": list(options.include),
+        "api_latency_ms": options.api_latency_ms,
+    }
+
+
+def _pipeline_inputs(files: dict, include: tuple[str, ...], embedder: Embedder) -> list[str]:
+    """The embedding inputs the pipeline will produce for this corpus, by the pipeline's own code."""
+    pages = []
+    for path, data in sorted(files.items()):
+        if path_selected(path, include, ()):
+            page = decode_page(path, data if isinstance(data, bytes) else data.encode(), PageStats())
+            if page is not None:
+                pages.append(PageToChunk(path, page.text, detect_format(path, page.text)))
+    chunked = chunk_pages(SOURCE, pages, model_dir=embedder.model_dir, max_tokens=embedder.max_seq_length, workers=os.cpu_count() or 1)
+    return [c.embedding_input for page_chunks in chunked for c in page_chunks]
+
+
+def _warm_up(embedder: Embedder, texts: list[str]) -> None:
+    """One untimed pass over a few batches, so no stage pays for kernel compilation or lazy imports."""
+    with embedder.autocast():
+        embedder.model.encode(texts[:4 * BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
+    embedder.embed(texts[:BARE_BATCH_SIZE])
+
+
+def _bare_encode(embedder: Embedder, texts: list[str], result: StageResult) -> None:
+    model = embedder.model
+    with embedder.autocast():
+        model.encode(texts, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
+    result.tokens = sum(len(e.ids) for e in embedder.tokenizer.encode_batch(texts))
+    result.chunks_embedded = len(texts)
+
+
+FP32_SAMPLE_EVERY = 4
+
+
+def _bare_embed(embedder: Embedder, texts: list[str], result: StageResult) -> None:
+    """The pipeline's own model loop (token-budget batches) on the same texts, without the pipeline:
+    cold / bare_embed is what orchestration, fetching, chunking and writing cost on top of it."""
+    before = (embedder.stats.tokens, embedder.stats.inputs, embedder.stats.batches)
+    embedder.embed(texts)
+    result.tokens = embedder.stats.tokens - before[0]
+    result.chunks_embedded = embedder.stats.inputs - before[1]
+    result.extra["forward_passes"] = embedder.stats.batches - before[2]
+
+
+def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResult, stages: dict) -> None:
+    """fp32 reference on every 4th chunk: its throughput, and how well reduced precision agrees with it.
+
+    A quarter of the corpus, taken evenly, has the same length mix as the whole; compare it by
+    tokens/s (the ratio `cold_vs_fp32_bare_tokens_per_s`), not by wall time.
+    """
+    sample = texts[::FP32_SAMPLE_EVERY]
+    fp32 = Embedder(options.model, device=options.device, precision="fp32")
+    reference = fp32.model.encode(sample, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
+    result.tokens = sum(len(e.ids) for e in fp32.tokenizer.encode_batch(sample))
+    result.chunks_embedded = len(sample)
+    result.extra["sample"] = f"every {FP32_SAMPLE_EVERY}th chunk"
+    reduced = Embedder(options.model, device=options.device, precision=options.precision)
+    agreement = (reduced.embed(sample) * reference).sum(axis=1)
+    result.extra["cosine_vs_reduced_mean"] = round(float(agreement.mean()), 6)
+    result.extra["cosine_vs_reduced_min"] = round(float(agreement.min()), 6)
+
+
+def _ingest(settings: Settings, instance: dg.DagsterInstance, result: StageResult) -> None:
+    [summary] = run_ingest(settings, instance, [SOURCE])
+    result.tokens = summary.counts.get("tokens", 0)
+    result.chunks_embedded = summary.counts.get("embedded", 0)
+    result.rows_written = summary.counts.get("written", 0)
+    result.rows_deleted = summary.counts.get("deleted", 0)
+    result.extra["chunks"] = summary.counts.get("chunks", 0)
+
+
+def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:
+    """bare_encode must have encoded exactly what the pipeline embedded, or the ratio means nothing."""
+    if not ran:
+        return
+    frame = pd.read_parquet(settings.artifacts_dir / "chunks" / f"{SOURCE}.parquet")
+    pipeline = sorted(embedding_input(h, t) for h, t in zip(frame["heading"], frame["text"]))
+    if pipeline != sorted(texts):
+        raise RuntimeError("bench: the pipeline's chunks differ from the bare_encode inputs")
+
+
+def _naive(github: FakeGitHub, sha: str, options: BenchOptions, embedder: Embedder, workdir: Path, result: StageResult) -> None:
+    store = MilvusStore(str(workdir / "naive" / "milvus.db"), "naive")
+    try:
+        chunker = embedder.chunker()
+        run_naive(api_url=github.url, repo=REPO, sha=sha, include=options.include, embedder=embedder,
+                  chunker=chunker, store=store, result=result)
+    finally:
+        store.close()
+
+
+def _settings(workdir: Path, options: BenchOptions) -> Settings:
+    data = workdir / "data"
+    return Settings(
+        data_dir=data, sources_file=workdir / "sources.yaml", milvus_uri=str(data / "milvus.db"), milvus_token_env="MILVUS_TOKEN",
+        collection="bench", embedding_model=options.model, embedding_device=options.device,
+        embedding_precision=options.precision, poll_interval_seconds=300,
+    )
+
+
+def _write_sources(path: Path, api_url: str, include: tuple[str, ...]) -> None:
+    source = {"name": SOURCE, "kind": "github", "repo": REPO, "ref": "main", "include": list(include), "api_url": api_url}
+    path.write_text(yaml.safe_dump({"sources": [source]}))
+
+
+def _instance(home: Path) -> dg.DagsterInstance:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_CONFIG))
+    instance = dg.DagsterInstance.from_config(str(home))
+    ensure_pools(instance)
+    return instance
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_table(report: dict) -> str:
+    columns = ["wall_s", "tokens", "tokens_per_s", "chunks_embedded", "rows_written", "rows_deleted", "peak_rss_mb"]
+    lines = [f"{'stage':<18}" + "".join(f"{c:>16}" for c in columns)]
+    for name, row in report["stages"].items():
+        lines.append(f"{name:<18}" + "".join(f"{row.get(c, ''):>16}" for c in columns))
+    lines.append("ratios: " + ", ".join(f"{k} = {v}" for k, v in report["ratios"].items()))
+    env = report["env"]
+    lines.append(f"env: {env['model']} on {env['device']} ({env['precision']}), {env['cpu']} x{env['cpu_count']}, api latency {env['api_latency_ms']} ms")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.write_text(json.dumps(report, indent=2, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value))

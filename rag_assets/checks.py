@@ -1,0 +1,196 @@
+"""Asset checks: no empty chunks, vectors as wide as the collection, Milvus rows = the source's chunks.
+
+The checks are not partitioned: Dagster's partitioned checks cannot report the partitions of a
+range run (one step for many sources). A check covers the sources of the run it is in, or every
+registered source when launched on its own, and reads what it needs from the stored parquet files
+and Milvus: it never takes an asset as an input, which would load every partition. The two checks
+that open Milvus sit in pool `milvus`, like the writer: one process at a time on a Milvus Lite file.
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+
+from rag_assets.assets import chunks, embeddings, milvus_collection
+from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.partitions import source_partitions
+from rag_assets.resources.milvus import MilvusResource
+
+SAMPLE_IDS = 5  # ids listed per problem, so a failure names what to look at without flooding the UI
+NOT_MATERIALIZED = "not materialized"
+
+
+def empty_chunk_ids(frame: pd.DataFrame) -> list[str]:
+    """Ids of the chunks whose text is empty or only whitespace."""
+    text = frame["text"].fillna("").astype(str)
+    return frame.loc[text.str.strip() == "", "id"].tolist()
+
+
+def row_differences(chunk_ids: Iterable[str], row_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(missing, orphans): chunks that have no row, and rows that have no chunk; each sorted."""
+    chunk_ids, row_ids = set(chunk_ids), set(row_ids)
+    return sorted(chunk_ids - row_ids), sorted(row_ids - chunk_ids)
+
+
+def vector_dimensions(path) -> set[int]:
+    """The lengths of the stored vectors, read as list lengths without materializing the vectors."""
+    vectors = pq.read_table(path, columns=["vector"]).column("vector")
+    return set(pc.unique(pc.list_value_length(vectors)).to_pylist()) if len(vectors) else set()
+
+
+def _listed(values) -> str:
+    return ", ".join(map(str, sorted(values)))
+
+
+def checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The run's sources (its partition, or its range in partition order); every registered source
+    when the run names none. Read from the run's tags: a run of checks alone carries the partition
+    tag but no partitions definition, so `context.partition_keys` is not available there.
+    """
+    tags = context.run.tags
+    registered = list(context.instance.get_dynamic_partitions(source_partitions.name))
+    if PARTITION_NAME_TAG in tags:
+        return [tags[PARTITION_NAME_TAG]]
+    if ASSET_PARTITION_RANGE_START_TAG in tags:
+        first, last = tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
+        if first in registered and last in registered:
+            return registered[registered.index(first) : registered.index(last) + 1]
+        return sorted({first, last})
+    return registered
+
+
+def stored_path(io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinition, source: str) -> Path | None:
+    """Where the asset's value for the source is, or None when it was never materialized."""
+    path = io_manager.path_for(asset.key, source)
+    return path if path.exists() else None
+
+
+def result(passed: bool, failure: str, per_source: dict[str, str], **counts) -> dg.AssetCheckResult:
+    """A check result with a one-line description, a per-source table and plottable counts."""
+    table = "\n".join(["| source | result |", "| --- | --- |", *(f"| {s} | {r} |" for s, r in per_source.items())])
+    checked = sum(r != NOT_MATERIALIZED for r in per_source.values())
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=f"{checked} source(s) checked" if passed else failure,
+        metadata={"sources": dg.MetadataValue.md(table), "sources_checked": checked, **counts},
+    )
+
+
+def _sample(ids: list[str]) -> str:
+    more = f" and {len(ids) - SAMPLE_IDS} more" if len(ids) > SAMPLE_IDS else ""
+    return ", ".join(f"`{i}`" for i in ids[:SAMPLE_IDS]) + more
+
+
+@dg.asset_check(
+    asset=chunks,
+    name="no_empty_chunks",
+    blocking=True,
+    description="Every chunk has text: an empty chunk would embed only its breadcrumb. Blocks embeddings.",
+)
+def no_empty_chunks(
+    context: dg.AssetCheckExecutionContext, parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+) -> dg.AssetCheckResult:
+    per_source, total, empty = {}, 0, []
+    for source in checked_sources(context):
+        path = stored_path(parquet_io_manager, chunks, source)
+        if path is None:
+            per_source[source] = NOT_MATERIALIZED
+            continue
+        frame = pd.read_parquet(path, columns=["id", "text"])
+        found = empty_chunk_ids(frame)
+        total, empty = total + len(frame), empty + found
+        per_source[source] = f"{len(found)} empty: {_sample(found)}" if found else f"{len(frame)} chunks, none empty"
+    return result(not empty, f"{len(empty)} empty chunk(s): {_sample(empty)}", per_source, chunks_checked=total, empty_chunks=len(empty))
+
+
+@dg.asset_check(
+    asset=embeddings,
+    name="vector_dimension_matches_collection",
+    blocking=True,
+    pool="milvus",
+    description=(
+        "Every vector has the Milvus collection's dimension (any one dimension while the collection "
+        "does not exist yet). Blocks the write: a new model needs a new MILVUS_COLLECTION."
+    ),
+)
+def vector_dimension_matches_collection(
+    context: dg.AssetCheckExecutionContext,
+    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    milvus: MilvusResource,
+) -> dg.AssetCheckResult:
+    store = milvus.open()
+    try:
+        expected = store.dimension()
+    finally:
+        store.close()
+    per_source, found = {}, {}
+    for source in checked_sources(context):
+        path = stored_path(parquet_io_manager, embeddings, source)
+        if path is None:
+            per_source[source] = NOT_MATERIALIZED
+            continue
+        found[source] = vector_dimensions(path)
+        per_source[source] = f"dimension {_listed(found[source]) or 'none (no chunks)'}"
+    seen = set().union(*found.values())
+    if expected is not None:
+        wrong = [s for s, dims in found.items() if dims - {expected}]
+        failure = (
+            f"vectors of {', '.join(wrong)} are {_listed(seen - {expected})}-dimensional, the collection's are "
+            f"{expected}: set MILVUS_COLLECTION to a new name for this model"
+        )
+    else:
+        wrong = [s for s, dims in found.items() if dims] if len(seen) > 1 else []
+        failure = f"vectors of several dimensions ({_listed(seen)}) for one new collection"
+    counts = {"collection_exists": expected is not None}
+    if expected is not None:
+        counts["collection_dimension"] = expected
+    if len(seen) == 1:
+        counts["vector_dimension"] = next(iter(seen))
+    return result(not wrong, failure, per_source, **counts)
+
+
+@dg.asset_check(
+    asset=milvus_collection,
+    name="rows_match_chunks",
+    pool="milvus",
+    description="Milvus holds exactly one row per chunk of each source: none missing, no orphans left behind.",
+)
+def rows_match_chunks(
+    context: dg.AssetCheckExecutionContext,
+    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    milvus: MilvusResource,
+) -> dg.AssetCheckResult:
+    per_source, missing, orphans, rows = {}, [], [], 0
+    store = milvus.open()
+    try:
+        for source in checked_sources(context):
+            path = stored_path(parquet_io_manager, chunks, source)
+            if path is None:
+                per_source[source] = NOT_MATERIALIZED
+                continue
+            chunk_ids = pd.read_parquet(path, columns=["id"])["id"]
+            row_ids = [r["id"] for r in store.source_rows(source, ("id",))]
+            lost, extra = row_differences(chunk_ids, row_ids)
+            missing, orphans, rows = missing + lost, orphans + extra, rows + len(row_ids)
+            per_source[source] = f"{len(row_ids)} rows for {len(chunk_ids)} chunks; missing {len(lost)}, orphans {len(extra)}"
+    finally:
+        store.close()
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} chunk(s) without a row: {_sample(missing)}")
+    if orphans:
+        problems.append(f"{len(orphans)} orphan row(s): {_sample(orphans)}")
+    failure = "; ".join(problems)
+    return result(not missing and not orphans, failure, per_source, milvus_rows=rows, missing_rows=len(missing), orphan_rows=len(orphans))
+
+
+ingestion_checks = [no_empty_chunks, vector_dimension_matches_collection, rows_match_chunks]

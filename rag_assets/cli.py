@@ -1,0 +1,289 @@
+"""`rag-assets`: ingest sources through Dagster, and search the collection."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag_assets.settings import Settings
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from rag_assets.core.model_files import ModelNotFoundError
+    from rag_assets.ingest import IngestFailed
+    from rag_assets.sources import SourcesFileError
+
+    try:
+        return args.handler(args, Settings.from_env())
+    except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError) as error:
+        print(f"rag-assets: error: {error}", file=sys.stderr)
+        return 2
+    except IngestFailed as error:
+        print(f"rag-assets: ingest failed: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag-assets", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="materialize raw_pages -> chunks -> embeddings -> milvus_collection")
+    ingest.add_argument("--source", action="append", help="only this source (repeatable); default: every source")
+    ingest.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    ingest.set_defaults(handler=_ingest)
+
+    search = commands.add_parser("search", help="embed a question and print the closest chunks")
+    search.add_argument("query", nargs="?", help="the question")
+    search.add_argument("--source", help="only hits from this source")
+    search.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    search.add_argument("--queries-file", type=Path, help="one query per line; prints a JSON list of hit lists")
+    search.set_defaults(handler=_search)
+
+    cache = commands.add_parser("prune-cache", help="drop cached vectors that no current chunk uses")
+    cache.set_defaults(handler=_prune_cache)
+
+    listing = commands.add_parser("collections", help="the collections behind MILVUS_COLLECTION: model, rows, which one serves")
+    listing.set_defaults(handler=_collections)
+
+    prune = commands.add_parser("prune-collections", help="drop collections that neither serve nor belong to EMBEDDING_MODEL")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    prune.set_defaults(handler=_prune_collections)
+
+    chunkers = commands.add_parser("eval-chunkers", help="recall@k and MRR of this project's chunker vs a fixed-size splitter")
+    chunkers.add_argument("--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder")
+    chunkers.add_argument("--include", action="append", help="glob of pages (repeatable; default .md .rst .txt)")
+    chunkers.add_argument("--sample", type=int, default=0, help="evaluate this many pages, drawn with --seed (default: all)")
+    chunkers.add_argument("--seed", type=int, default=0, help="seed of the page sample (default 0)")
+    chunkers.add_argument("--chars", type=int, default=1000, help="fixed-size splitter: characters per chunk (default 1000)")
+    chunkers.add_argument("--overlap", type=int, default=200, help="fixed-size splitter: overlap in characters (default 200)")
+    chunkers.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
+    chunkers.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    chunkers.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    chunkers.add_argument("--out", type=Path, help="write the report as JSON here")
+    chunkers.set_defaults(handler=_eval_chunkers)
+
+    bench = commands.add_parser("bench", help="time the pipeline against bare encode and the naive pipeline")
+    bench.add_argument("--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder")
+    bench.add_argument("--update", type=Path, help="a newer snapshot of the same tree, for the incremental stage")
+    bench.add_argument("--include", action="append", help="glob of pages to ingest (repeatable; default .md .rst .txt)")
+    bench.add_argument("--api-latency-ms", type=float, default=0.0, help="added to every loopback API request")
+    bench.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    bench.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
+    bench.add_argument("--stages", default="bare_encode,bare_embed,cold,warm,incremental,naive", help="comma-separated subset")
+    bench.add_argument("--fp32-reference", action="store_true", help="also time fp32 bare encode and report cosine agreement")
+    bench.add_argument("--workdir", type=Path, help="where to keep the run's data (default: a temp dir)")
+    bench.add_argument("--out", type=Path, help="write the report as JSON here")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _ingest(args, settings: Settings) -> int:
+    from rag_assets.ingest import run_ingest
+    from rag_assets.instance import cli_instance
+    from rag_assets.sources import find_source, load_sources
+
+    sources = load_sources(settings.sources_file)
+    names = [find_source(sources, n).name for n in args.source] if args.source else [s.name for s in sources]
+    if not names:
+        raise ValueError(f"{settings.sources_file}: no sources configured")
+    instance = cli_instance(settings.data_dir)
+    summaries = run_ingest(settings, instance, names, verbose=args.verbose, on_reclaimed=_say_reclaimed)
+    columns = ["pages", "chunks", "embedded", "written", "deleted"]
+    print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
+    for summary in summaries:
+        cells = "".join(f"{summary.counts.get(c, 0):>10}" for c in columns)
+        print(f"{summary.source:<24}{cells}{summary.seconds:>10.1f}")
+    print(f"collection {settings.collection!r} at {settings.milvus_uri}")
+    print(_serving_line(instance, names[-1]))
+    return 0
+
+
+def _serving_line(instance, source: str) -> str:
+    """What the last run's serving_collection step found: which collection serves, what the new one waits for."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("serving_collection"), asset_partitions=[source]), limit=1
+    ).records
+    if not records:
+        return "serving: not evaluated yet"
+    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    line = f"serving {meta['alias']!r} -> {meta['serving']}"
+    if meta["moved"]:
+        return f"{line} (moved from {meta['previous']}: {meta['reason']})"
+    if meta["serving"] != meta["candidate"]:
+        waits = meta["below_threshold"] if meta["below_threshold"] != "none" else meta["waiting_for"]
+        return f"{line}; {meta['candidate']} (EMBEDDING_MODEL) not yet: {meta['reason']} ({waits})"
+    return line
+
+
+def _say_reclaimed(run) -> None:
+    """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
+    before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
+    print(f"rag-assets: {run.describe()}", file=sys.stderr)
+
+
+def _search(args, settings: Settings) -> int:
+    from rag_assets.resources.milvus import MilvusStore
+
+    if args.queries_file:
+        queries = [q.strip() for q in args.queries_file.read_text().splitlines() if q.strip()]
+    elif args.query:
+        queries = [args.query]
+    else:
+        raise ValueError("give a query, or --queries-file")
+    if args.k < 1:
+        raise ValueError("-k must be at least 1")
+    store = MilvusStore(settings.milvus_uri, settings.collection, token=_env_token(settings))
+    try:
+        if store.dimension() is None:
+            raise ValueError(f"collection {settings.collection!r} does not exist yet: run `rag-assets ingest` first")
+        # The alias may still serve the previous model while EMBEDDING_MODEL's collection is built:
+        # queries are embedded by the model of the collection they search.
+        embedder = served_embedder(store, settings)
+        vectors = embedder.embed(queries)
+        results = [store.search(v, limit=args.k, source=args.source) for v in vectors]
+    finally:
+        store.close()
+    if args.queries_file:
+        print(json.dumps(results, indent=1))
+    elif args.json:
+        print(json.dumps(results[0], indent=1))
+    else:
+        _print_hits(queries[0], results[0])
+    return 0
+
+
+def served_embedder(store, settings: Settings):
+    """The embedder of the model whose vectors `store`'s name resolves to (recorded on the collection);
+    EMBEDDING_MODEL for a collection that records none."""
+    from rag_assets.collections import recorded_model
+    from rag_assets.resources.embedder import Embedder
+
+    model, identity = recorded_model(store.client.describe_collection(store.collection))
+    embedder = Embedder(model or settings.embedding_model, device=settings.embedding_device, precision=settings.embedding_precision)
+    if identity and embedder.identity != identity:
+        raise ValueError(f"{store.collection!r} was embedded by {identity}, but {model} is now {embedder.identity}")
+    return embedder
+
+
+def _milvus(settings: Settings):
+    from rag_assets.resources.milvus import MilvusResource
+
+    return MilvusResource(uri=settings.milvus_uri, collection=settings.collection, model=settings.embedding_model, token_env=settings.milvus_token_env)
+
+
+def _collections(args, settings: Settings) -> int:
+    from rag_assets.collections import describe_family
+
+    milvus = _milvus(settings)
+    store = milvus.open()
+    try:
+        infos = describe_family(store.client, settings.collection)
+    finally:
+        store.close()
+    print(f"serving name {settings.collection!r} at {settings.milvus_uri} (* serves readers, + EMBEDDING_MODEL's)")
+    for info in infos:
+        marks = ("*" if info.serving else " ") + ("+" if info.name == milvus.model_collection else " ")
+        print(f"{marks} {info.name:<60}{info.rows:>9} rows  {info.identity or 'model not recorded'}")
+    if not infos:
+        print("  no collection yet: run `rag-assets ingest` first")
+    return 0
+
+
+def _prune_collections(args, settings: Settings) -> int:
+    from rag_assets.collections import prune_family
+
+    milvus = _milvus(settings)
+    store = milvus.open()
+    try:
+        dropped = prune_family(store.client, settings.collection, {milvus.model_collection}, dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would drop" if args.dry_run else "dropped"
+    for name in dropped:
+        print(f"{verb} {name}")
+    print(f"{len(dropped)} collection(s) {verb}; kept the serving one and EMBEDDING_MODEL's")
+    return 0
+
+
+def _eval_chunkers(args, settings: Settings) -> int:
+    from rag_assets.bench.chunkers import ChunkerExperiment, format_report, run_experiment
+    from rag_assets.sources import DEFAULT_INCLUDE
+
+    if not args.corpus.is_file():
+        raise FileNotFoundError(f"corpus tarball {args.corpus} does not exist")
+    experiment = ChunkerExperiment(
+        corpus=args.corpus, include=tuple(args.include or DEFAULT_INCLUDE), sample=args.sample, seed=args.seed,
+        chars=args.chars, overlap=args.overlap, model=args.model or settings.embedding_model,
+        device=args.device, precision=args.precision,
+    )
+    report = run_experiment(experiment, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_report(report))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _prune_cache(args, settings: Settings) -> int:
+    import pandas as pd
+
+    from rag_assets.resources.embedder import EmbedderResource
+
+    resource = EmbedderResource(model=settings.embedding_model, cache_dir=str(settings.cache_dir))
+    keep = set()
+    for path in sorted((settings.artifacts_dir / "chunks").glob("*.parquet")):
+        keep.update(pd.read_parquet(path, columns=["content_hash"])["content_hash"])
+    cache = resource.open_cache()
+    try:
+        before = len(cache)
+        removed = cache.prune(keep)
+    finally:
+        cache.close()
+    print(f"{cache.path}: kept {before - removed} vectors, removed {removed}")
+    return 0
+
+
+def _bench(args, settings: Settings) -> int:
+    from rag_assets.bench.run import BenchOptions, format_table, run_bench, write_report
+    from rag_assets.sources import DEFAULT_INCLUDE
+
+    for tarball in filter(None, (args.corpus, args.update)):
+        if not tarball.is_file():
+            raise FileNotFoundError(f"corpus tarball {tarball} does not exist")
+    options = BenchOptions(
+        corpus=args.corpus, update=args.update, include=tuple(args.include or DEFAULT_INCLUDE),
+        api_latency_ms=args.api_latency_ms, device=args.device, precision=args.precision,
+        model=args.model or settings.embedding_model, stages=tuple(args.stages.split(",")),
+        fp32_reference=args.fp32_reference, workdir=args.workdir,
+    )
+    report = run_bench(options, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(report))
+    if args.out:
+        write_report(report, args.out)
+    return 0
+
+
+def _env_token(settings: Settings) -> str:
+    import os
+
+    return os.environ.get(settings.milvus_token_env, "")
+
+
+def _print_hits(query: str, hits: list[dict]) -> None:
+    print(f"query: {query}")
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit["text"].split())[:160]
+        print(f"{rank}. {hit['score']:.3f}  {hit['source']}  {hit['path']}  [{hit['heading']}]")
+        print(f"   {snippet}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Turn pages into chunks: sections along headings, then pieces that fit the model's token budget.
+
+Within a section, semantic-text-splitter (Rust, tokenizer-aware) cuts at the largest semantic unit
+that fits (paragraphs, then sentences, then words), counting with the embedding model's tokenizer.
+"""
+
+import multiprocessing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from semantic_text_splitter import TextSplitter
+from tokenizers import Tokenizer
+
+from rag_assets.core.hashing import content_hash, stable_id
+from rag_assets.core.model_files import load_tokenizer
+from rag_assets.core.sections import BREADCRUMB_SEPARATOR, split_sections
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP] (or <s> and </s>) around every input
+MIN_BODY_TOKENS = 32
+CHUNKER_VERSION = "1"  # bump when a change to this module changes the chunks it makes
+PARALLEL_MIN_PAGES = 64  # below this, starting worker processes costs more than it saves
+CHUNK_COLUMNS = [
+    "id", "source", "path", "url", "heading", "text", "content_hash", "commit", "position", "tokens", "page_hash",
+]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a page, small enough for the model, with the headings it sits under."""
+
+    id: str
+    path: str
+    heading: str
+    text: str
+    content_hash: str
+    position: int
+    tokens: int
+
+    @property
+    def embedding_input(self) -> str:
+        return embedding_input(self.heading, self.text)
+
+
+def embedding_input(heading: str, text: str) -> str:
+    """What the model reads: the breadcrumb gives a section's text its context."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
+class Chunker:
+    """Splits pages for one tokenizer and token budget."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int, overlap_tokens: int = 0):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+
+    def split_page(self, source: str, path: str, text: str, fmt: str) -> list[Chunk]:
+        """The chunks of one page, in order. Ids depend on source, path, heading and text only."""
+        chunks, seen = [], Counter()
+        for section in split_sections(text, fmt):
+            heading = self._fit_heading(section.breadcrumb)
+            for piece in self._pieces(section.body, heading):
+                key = (heading, piece)
+                seen[key] += 1
+                model_input = embedding_input(heading, piece)
+                chunks.append(
+                    Chunk(
+                        id=stable_id(source, path, heading, piece, str(seen[key])),
+                        path=path,
+                        heading=heading,
+                        text=piece,
+                        content_hash=content_hash(model_input),
+                        position=len(chunks),
+                        tokens=self.count_tokens(model_input),
+                    )
+                )
+        return chunks
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def _fit_heading(self, breadcrumb: tuple[str, ...]) -> str:
+        """Drop outer headings until the breadcrumb leaves room for a body."""
+        crumbs = list(breadcrumb)
+        while len(crumbs) > 1 and self._count(BREADCRUMB_SEPARATOR.join(crumbs)) > self.max_tokens // 2:
+            crumbs.pop(0)
+        return BREADCRUMB_SEPARATOR.join(crumbs)
+
+    def _pieces(self, body: str, heading: str) -> list[str]:
+        if not body.strip():
+            return []
+        room = self.max_tokens - SPECIAL_TOKENS - (self._count(heading) + 1 if heading else 0)
+        return [p for p in _splitter(self.tokenizer, max(room, MIN_BODY_TOKENS), self.overlap_tokens).chunks(body) if p.strip()]
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+@lru_cache(maxsize=1024)
+def _splitter(tokenizer: Tokenizer, capacity: int, overlap: int) -> TextSplitter:
+    return TextSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap=min(overlap, capacity - 1))
+
+
+@dataclass(frozen=True)
+class PageToChunk:
+    path: str
+    text: str
+    format: str
+
+
+def chunk_pages(
+    source: str, pages: list[PageToChunk], *, model_dir: Path, max_tokens: int, overlap_tokens: int = 0, workers: int = 1
+) -> list[list[Chunk]]:
+    """The chunks of each page, in page order, split over `workers` processes when there are many pages.
+
+    This is where the "many CPU workers" of the design live: parsing and tokenizing are CPU-bound
+    Python, so processes (not threads) share the work; each worker loads the tokenizer once.
+    """
+    args = (str(model_dir), max_tokens, overlap_tokens)
+    if workers <= 1 or len(pages) < PARALLEL_MIN_PAGES:
+        _init_worker(*args)
+        return [_chunk_one(source, page) for page in pages]
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=args) as pool:
+        return list(pool.map(_chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8))))
+
+
+_WORKER_CHUNKER: Chunker | None = None
+
+
+def _init_worker(model_dir: str, max_tokens: int, overlap_tokens: int) -> None:
+    global _WORKER_CHUNKER
+    _WORKER_CHUNKER = Chunker(load_tokenizer(Path(model_dir)), max_tokens, overlap_tokens)
+
+
+def _chunk_one(source: str, page: PageToChunk) -> list[Chunk]:
+    return _WORKER_CHUNKER.split_page(source, page.path, page.text, page.format)

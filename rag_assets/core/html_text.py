@@ -1,0 +1,92 @@
+"""Reduce an HTML page to clean Markdown (headings kept as `#` headings), its canonical URL and its links.
+
+Why markdownify + BeautifulSoup: the chunker splits Markdown along its headings, so the converter
+must turn `<h1>`..`<h6>` into ATX headings and keep lists, code blocks and tables readable.
+markdownify (MIT, maintained, a small pure-Python layer over BeautifulSoup) does exactly that and
+lets us drop boilerplate elements before converting; BeautifulSoup with the stdlib `html.parser`
+gives the `<link rel=canonical>` and `<a href>` with no compiled dependency. html2text does the same
+conversion but is GPL-3.0; trafilatura's boilerplate detection is heavier than docs sites need
+(they mark content with `<main>`/`<article>`) and pulls in lxml and several other packages.
+"""
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urldefrag, urljoin
+
+from bs4 import BeautifulSoup
+from markdownify import ATX, MarkdownConverter
+
+# Page chrome, not content: navigation, scripts, forms, the site header and footer.
+BOILERPLATE_TAGS = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "iframe", "svg", "button")
+CONTENT_SELECTORS = ("main", "article", "[role=main]", "body")
+
+
+@dataclass(frozen=True)
+class HtmlPage:
+    """What a crawler needs from one HTML document."""
+
+    title: str
+    canonical: str | None  # absolute, without fragment; None when the page names none
+    markdown: str
+    links: tuple[str, ...]  # absolute, without fragments, in document order, de-duplicated
+
+
+def html_to_page(html: str, base_url: str) -> HtmlPage:
+    """Parse `html` fetched from `base_url` (after redirects): Markdown of the main content, canonical, links."""
+    soup = BeautifulSoup(html, "html.parser")
+    base = _base_href(soup, base_url)
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    canonical = _canonical(soup, base)
+    links = _links(soup, base)
+    for tag in soup(BOILERPLATE_TAGS):
+        tag.decompose()
+    content = next((found for selector in CONTENT_SELECTORS if (found := soup.select_one(selector))), soup)
+    markdown = _tidy(MarkdownConverter(heading_style=ATX, bullets="-", code_language_callback=_code_language).convert_soup(content))
+    if title and not re.match(r"^#\s", markdown):  # a page without an <h1> still gets a top heading
+        markdown = f"# {title}\n\n{markdown}"
+    return HtmlPage(title=title, canonical=canonical, markdown=markdown, links=links)
+
+
+def normalize_url(url: str) -> str:
+    """The URL without its fragment (the same document), with an empty path written as '/'."""
+    url, _ = urldefrag(url)
+    scheme, _, rest = url.partition("://")
+    if "/" not in rest:
+        rest += "/"
+    return f"{scheme.lower()}://{rest}"
+
+
+def _base_href(soup: BeautifulSoup, url: str) -> str:
+    base = soup.find("base", href=True)
+    return urljoin(url, base["href"]) if base else url
+
+
+def _canonical(soup: BeautifulSoup, base: str) -> str | None:
+    for link in soup.find_all("link", href=True):
+        if "canonical" in [r.lower() for r in (link.get("rel") or [])]:
+            return normalize_url(urljoin(base, link["href"].strip()))
+    return None
+
+
+def _links(soup: BeautifulSoup, base: str) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for anchor in soup.find_all("a", href=True):
+        href = anchor["href"].strip()
+        if href and not href.startswith(("#", "mailto:", "javascript:", "tel:")) and "nofollow" not in (anchor.get("rel") or []):
+            target = urljoin(base, href)
+            if target.startswith(("http://", "https://")):
+                seen.setdefault(normalize_url(target), None)
+    return tuple(seen)
+
+
+def _code_language(element) -> str | None:
+    code = element.find("code")
+    for name in [*(element.get("class") or []), *((code.get("class") or []) if code else [])]:
+        if name.startswith(("language-", "lang-")):
+            return name.split("-", 1)[1]
+    return None
+
+
+def _tidy(markdown: str) -> str:
+    lines = [line.rstrip() for line in markdown.replace("\r\n", "\n").split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

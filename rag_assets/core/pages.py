@@ -1,0 +1,108 @@
+"""Pages: the text of one documentation file, and the rules that turn file bytes into one.
+
+Reading a source is bounded (`ReadLimits`): a file over `max_file_bytes` is skipped unread, at most
+`max_pages` pages are kept, and at most `max_total_bytes` (after decompression) are read. A limit
+that stops the reading is recorded in `PageStats.limit_hit`, a sentence the run's metadata shows.
+"""
+
+from dataclasses import dataclass, field
+
+from wcmatch import glob as wcglob
+
+from rag_assets.core.hashing import content_hash
+
+BINARY_SNIFF_BYTES = 8192
+DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024  # 10 MiB: larger "documentation" is generated or binary
+DEFAULT_MAX_PAGES = 50_000
+DEFAULT_MAX_CHUNKS = 500_000
+DEFAULT_MAX_TOTAL_BYTES = 4 * 1024**3  # 4 GiB decompressed: a whole large repository, not a bomb
+PAGE_COLUMNS = ["source", "path", "url", "text", "content_hash", "commit", "format", "version"]
+GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB
+
+
+class NoPagesError(RuntimeError):
+    """A source yielded no page and its `on_empty` policy is `keep`: the run fails, stored rows stay."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One text file of a source, decoded."""
+
+    path: str
+    text: str
+    content_hash: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The caps on reading one source (see module docstring); the sources file sets them per source."""
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_pages: int = DEFAULT_MAX_PAGES
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
+
+
+@dataclass
+class PageStats:
+    """What happened to the files a source offered, for metadata and for honest skips."""
+
+    matched: int = 0
+    pages: int = 0
+    empty_pages: int = 0
+    binary_skipped: int = 0
+    decoded_with_replacement: int = 0
+    too_large_skipped: int = 0
+    unsafe_skipped: int = 0
+    pages_not_read: int = 0  # selected files left unread because a limit was reached
+    bytes_read: int = 0  # after decompression: what counts against max_total_bytes
+    limit_hit: str = ""  # e.g. "max_pages=1000 reached; 37 pages not read"; empty when no limit stopped reading
+    notes: list[str] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+    def add(self, more: "PageStats") -> None:
+        """Fold another reading's counts, notes and limit into these."""
+        for key, value in vars(more).items():
+            if isinstance(value, int):
+                setattr(self, key, getattr(self, key) + value)
+        self.notes.extend(more.notes)
+        self.limit_hit = self.limit_hit or more.limit_hit
+
+    def skip_too_large(self, path: str, size: int, limit: int) -> None:
+        self.too_large_skipped += 1
+        self.notes.append(f"{path}: {size} bytes is over the max_file_bytes={limit} limit, not read")
+
+
+def pages_limit_hit(max_pages: int, not_read: int) -> str:
+    return f"max_pages={max_pages} reached; {not_read} pages not read"
+
+
+def total_bytes_limit_hit(max_total_bytes: int, pages: int, rest: str) -> str:
+    return f"max_total_bytes={max_total_bytes} reached after {pages} pages; {rest}"
+
+
+def path_selected(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Whether a relative POSIX path matches the include globs and none of the exclude globs."""
+    return wcglob.globmatch(path, list(include), exclude=list(exclude) or None, flags=GLOB_FLAGS)
+
+
+def decode_page(path: str, data: bytes, stats: PageStats) -> Page | None:
+    """Turn file bytes into a Page, or count why not: binary files are skipped, bad UTF-8 is replaced.
+
+    A file of 0 bytes is a page (its later edits are tracked like any other) that makes no chunk.
+    """
+    stats.matched += 1
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        stats.binary_skipped += 1
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        stats.decoded_with_replacement += 1
+    text = text.removeprefix("\ufeff")
+    stats.pages += 1
+    stats.empty_pages += not text.strip()
+    return Page(path=path, text=text, content_hash=content_hash(data))

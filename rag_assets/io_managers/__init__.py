@@ -1,0 +1,1 @@
+"""Where asset values are stored: parquet between steps, Milvus at the end."""

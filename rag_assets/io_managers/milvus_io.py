@@ -1,0 +1,91 @@
+"""The Milvus IO manager: an asset's rows become the source's rows in the collection, in batches.
+
+The collection is the current model's own one behind the serving alias (rag_assets/collections.py):
+a new model's vectors never mix with the served ones. The first collection of a deployment is
+served (the alias created) as soon as it is written; later ones wait for `serving_collection`.
+"""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from rag_assets.collections import model_properties, point_alias, serving_target
+from rag_assets.core.freshness import freshness_metadata
+from rag_assets.resources.milvus import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, MilvusResource, MilvusStore, SyncResult
+
+
+class MilvusIOManager(dg.ConfigurableIOManager):
+    """Writes `{source: rows}`: upserts new and changed rows, then deletes the source's stale ones."""
+
+    milvus: dg.ResourceDependency[MilvusResource]
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
+        store = self.milvus.open()
+        identity = self.milvus.model_identity
+        properties = model_properties(self.milvus.model, identity) if identity else None
+        try:
+            for source, rows in obj.items():
+                _check_model(source, rows, identity)
+                dimension = len(rows["vector"].iloc[0]) if len(rows) else store.dimension()
+                if dimension:
+                    store.ensure_collection(dimension, properties)
+                result = self._sync(store, source, rows)
+                searchable_at = time.time()  # sync_source flushed: the rows are searchable from now on
+                context.log.info(f"{source}: {result}")
+                _add_partition_metadata(context, source, {
+                    **freshness_metadata(_source_time(context, source), searchable_at),
+                    "rows_upserted": result.upserted,
+                    "rows_deleted": result.deleted,
+                    "rows_unchanged": result.unchanged,
+                    "write_batches": result.batches,
+                    "dagster/row_count": len(rows),
+                    "collection": store.collection,
+                })
+            if identity and serving_target(store.client, self.milvus.collection) is None and store.dimension():
+                point_alias(store.client, self.milvus.collection, store.collection)
+                context.log.info(f"{self.milvus.collection!r} now serves {store.collection!r}, the first collection written")
+        finally:
+            store.close()
+
+    def _sync(self, store: MilvusStore, source: str, rows: pd.DataFrame) -> SyncResult:
+        if len(rows):
+            return store.sync_source(source, rows, batch_rows=self.batch_rows, batch_bytes=self.batch_bytes)
+        # No rows: a source that became empty under `on_empty: delete` (raw_pages refuses it otherwise).
+        deleted = store.delete_source(source)
+        if deleted:
+            store.client.flush(store.collection)
+        return SyncResult(upserted=0, deleted=deleted, unchanged=0, batches=1 if deleted else 0)
+
+    def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
+        store = self.milvus.open()
+        try:
+            return {key: pd.DataFrame(store.source_rows(key)) for key in context.asset_partition_keys}
+        finally:
+            store.close()
+
+
+def _check_model(source: str, rows: pd.DataFrame, identity: str | None) -> None:
+    """Vectors go to their own model's collection only: stale embeddings of another model are refused."""
+    found = set(rows["model"]) if identity and len(rows) else set()
+    if found - {identity}:
+        raise ValueError(
+            f"source {source!r}: vectors embedded by {', '.join(sorted(found))}, but the configured model is "
+            f"{identity}: re-materialize embeddings"
+        )
+
+
+def _source_time(context: dg.OutputContext, source: str) -> float | None:
+    """The `source_time` raw_pages recorded for the source (commit or fetch time), as epoch seconds."""
+    records = context.step_context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[source]), limit=1
+    ).records
+    value = records[0].asset_materialization.metadata.get("source_time") if records else None
+    return float(value.value) if value is not None else None
+
+
+def _add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: dict) -> None:
+    step_context = context.step_context
+    step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition_key)

@@ -1,0 +1,1 @@
+"""The systems rag_assets talks to: sources, the embedding model, Milvus."""

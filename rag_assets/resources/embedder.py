@@ -1,0 +1,310 @@
+"""The embedding model: loaded once per step, run in token-budget batches at reduced precision.
+
+This is the "GPU resource": the embedding asset sits in the Dagster pool `gpu` (limit 1), so
+only one step, and so one model, is ever on the device at a time.
+"""
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from pydantic import PrivateAttr
+
+from rag_assets.core.batching import padded_length, plan_batches, run_halving_on_oom
+from rag_assets.core.chunking import CHUNKER_VERSION, Chunker
+from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
+from rag_assets.resources.embedding_cache import EmbeddingCache
+
+DEFAULT_CPU_BATCH_TOKENS = 8192
+DEFAULT_CUDA_BATCH_TOKENS = 131072
+LENGTH_MULTIPLE = 16  # batches are padded to a multiple of this: few shapes, see plan_batches
+TRIM_EVERY_BATCHES = 16
+
+
+@dataclass
+class EmbedStats:
+    """What the model did in one step; a no-op run shows zeros here."""
+
+    inputs: int = 0
+    tokens: int = 0
+    batches: int = 0
+    halvings: int = 0
+    seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Embedder:
+    """A sentence-transformers model with the batching, precision and OOM policy of this project."""
+
+    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", batch_tokens: int = 0):
+        self.model_name = model
+        self.model_dir = resolve_model_dir(model)
+        self.requested_device = device
+        self.requested_precision = precision
+        self.requested_batch_tokens = batch_tokens
+        self.stats = EmbedStats()
+        self._model = None
+
+    @cached_property
+    def device(self) -> str:
+        import torch
+
+        if self.requested_device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.requested_device
+
+    @cached_property
+    def precision(self) -> str:
+        if self.requested_precision != "auto":
+            return self.requested_precision
+        if self.device.startswith("cuda"):
+            return "fp16"
+        return "bf16" if cpu_supports_bf16() else "fp32"
+
+    @property
+    def batch_tokens(self) -> int:
+        if self.requested_batch_tokens:
+            return self.requested_batch_tokens
+        return DEFAULT_CUDA_BATCH_TOKENS if self.device.startswith("cuda") else DEFAULT_CPU_BATCH_TOKENS
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.model_dir)
+
+    @cached_property
+    def max_seq_length(self) -> int:
+        return max_seq_length(self.model_dir)
+
+    @cached_property
+    def identity(self) -> str:
+        """Model name plus a hash of its weight files and configs: two models never share a cache."""
+        digest = hashlib.sha256()
+        for path in sorted(self.model_dir.rglob("*")):
+            if path.is_file() and path.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
+                digest.update(path.relative_to(self.model_dir).as_posix().encode())
+                digest.update(_file_digest(path))
+        return f"{Path(self.model_name).name}-{digest.hexdigest()[:16]}"
+
+    @cached_property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+
+            self._model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
+            self._model.eval()
+        return self._model
+
+    def chunker(self, max_tokens: int = 0, overlap_tokens: int = 0) -> Chunker:
+        limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
+        return Chunker(self.tokenizer, limit, overlap_tokens)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        started = time.perf_counter()
+        lengths = [min(len(e), self.max_seq_length) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        batches = plan_batches(lengths, self.batch_tokens, multiple=LENGTH_MULTIPLE)
+        with ThreadPoolExecutor(max_workers=1) as tokenizing:
+            # Tokenize the next batch while the model runs the current one.
+            pending = tokenizing.submit(self._features, [texts[i] for i in batches[0]])
+            for number, batch in enumerate(batches):
+                features = pending.result()
+                if number + 1 < len(batches):
+                    pending = tokenizing.submit(self._features, [texts[i] for i in batches[number + 1]])
+                vectors[batch] = self._forward_with_halving(batch, texts, features)
+                if number % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
+                    release_free_heap()
+        release_free_heap()
+        self.stats.inputs += len(texts)
+        self.stats.tokens += sum(lengths)
+        self.stats.seconds += time.perf_counter() - started
+        return vectors
+
+    def _features(self, texts: list[str]) -> dict:
+        import torch
+
+        features = _pad_features(self.model.preprocess(texts), LENGTH_MULTIPLE, self.max_seq_length, self._pad_id)
+        if self.device.startswith("cuda"):
+            features = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return features
+
+    def _forward_with_halving(self, batch: list[int], texts: list[str], features: dict) -> np.ndarray:
+        def run(rows: list[int]) -> list[np.ndarray]:
+            if len(rows) == len(batch):
+                return list(self.forward(features))
+            return list(self.forward(self._features([texts[i] for i in rows])))
+
+        def halved(size: int) -> None:
+            self.stats.halvings += 1
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
+        return np.stack(run_halving_on_oom(batch, run, on_halve=halved))
+
+    @cached_property
+    def _pad_id(self) -> int:
+        return self.model.tokenizer.pad_token_id or 0
+
+    def forward(self, features: dict) -> np.ndarray:
+        """One forward pass over one tokenized batch; the seam where out-of-memory errors surface."""
+        import torch
+
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(len(features["input_ids"]))
+        features = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in features.items()
+        }
+        with torch.inference_mode(), self.autocast():
+            output = self.model(features)["sentence_embedding"]
+        output = torch.nn.functional.normalize(output.float(), dim=-1)
+        return output.cpu().numpy()
+
+    def autocast(self):
+        """Reduced-precision autocast for this device and precision (a no-op for fp32)."""
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
+
+    def close(self) -> None:
+        self._model = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def release_free_heap() -> None:
+    """Give freed heap memory back to the OS (glibc only; elsewhere a no-op).
+
+    Activations of varying shapes leave glibc's heap fragmented: without this, a step that embeds
+    the Django docs on CPU held 2.6 GB of freed memory (RSS 3.0 GB) at its end.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _pad_features(features: dict, multiple: int, cap: int, pad_id: int) -> dict:
+    """Pad the token tensors of a batch to a multiple of `multiple` (masked, so vectors are unchanged)."""
+    import torch
+
+    ids = features["input_ids"]
+    target = padded_length(ids.shape[1], multiple, cap)
+    if target == ids.shape[1]:
+        return features
+    padded = dict(features)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        value = features.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            fill = pad_id if key == "input_ids" else 0
+            padded[key] = torch.nn.functional.pad(value, (0, target - value.shape[1]), value=fill)
+    return padded
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 dot products (AVX512-BF16 or AMX); without them bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a file, memoised next to nothing: weights are hashed once per process."""
+    stat = path.stat()
+    return _digest_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+_DIGESTS: dict[tuple, bytes] = {}
+
+
+def _digest_cached(path: str, size: int, mtime: int) -> bytes:
+    key = (path, size, mtime)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.digest()
+    return _DIGESTS[key]
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """The embedding model for one step. Loaded lazily: chunking only needs its tokenizer."""
+
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_tokens: int = 0
+    max_chunk_tokens: int = 0
+    chunk_overlap_tokens: int = 0
+    cache_dir: str
+    cache_max_entries: int = 1_000_000
+
+    _embedder: Embedder | None = PrivateAttr(default=None)
+
+    def get(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(
+                self.model, device=self.device, precision=self.precision, batch_tokens=self.batch_tokens
+            )
+        return self._embedder
+
+    def chunker(self) -> Chunker:
+        return self.get().chunker(self.max_chunk_tokens, self.chunk_overlap_tokens)
+
+    @property
+    def chunk_token_limit(self) -> int:
+        embedder = self.get()
+        return min(self.max_chunk_tokens or embedder.max_seq_length, embedder.max_seq_length)
+
+    def open_cache(self) -> EmbeddingCache:
+        path = Path(self.cache_dir) / "embeddings" / f"{self.get().identity}.sqlite"
+        return EmbeddingCache(path, max_entries=self.cache_max_entries)
+
+    def chunking_fingerprint(self) -> str:
+        """What chunking depends on: while this is unchanged, an unchanged page keeps its chunks."""
+        settings = {
+            "model": self.get().identity,
+            "max": self.chunk_token_limit,
+            "overlap": self.chunk_overlap_tokens,
+            "chunker": CHUNKER_VERSION,
+        }
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def teardown_after_execution(self, context) -> None:
+        if self._embedder is not None:
+            self._embedder.close()

@@ -1,0 +1,245 @@
+"""Milvus: the collection that serves retrieval, and the batched, per-source sync that keeps it right.
+
+Readers use the serving name (MILVUS_COLLECTION), a Milvus alias; writes go to the current model's
+own collection behind it (rag_assets/collections.py). Rows are keyed by chunk id. A sync writes new and changed rows first and deletes stale rows only
+after every write succeeded, so a failure never leaves a source with fewer rows than before.
+Every filter names a source through `quote`, and source names are validated on load.
+"""
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pymilvus import DataType, MilvusClient
+
+from rag_assets.collections import family, model_collection_name, serving_target
+
+TEXT_MAX_BYTES = 65535
+ROW_FIELDS = ["id", "source", "path", "url", "heading", "text", "content_hash", "commit", "model", "vector"]
+VARCHAR_LIMITS = {
+    "id": 64, "source": 128, "path": 2048, "url": 4096, "heading": 4096, "text": TEXT_MAX_BYTES,
+    "content_hash": 64, "commit": 64, "model": 256,
+}
+DEFAULT_BATCH_ROWS = 2000
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+QUERY_PAGE_ROWS = 10000
+
+# Milvus Lite has no server timestamp to offer; the iterator falls back correctly and says so on
+# every query. That line is noise, not a warning a user can act on.
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda record: "mvccTs" not in record.getMessage())
+
+
+def quote(value: str) -> str:
+    """A Milvus string literal: a name can never close the quotes and add its own expression."""
+    return json.dumps(value, ensure_ascii=False)  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    upserted: int
+    deleted: int
+    unchanged: int
+    batches: int
+
+
+class MilvusStore:
+    """One collection (or an alias of one) on one Milvus (Lite file or server).
+
+    `serving`: the serving name this collection belongs to, when it is one model's collection
+    behind it; removing a source then removes it from the others too (see `delete_source`).
+    """
+
+    def __init__(self, uri: str, collection: str, token: str = "", *, serving: str | None = None):
+        self._lite_path = None if "://" in uri else uri
+        if self._lite_path:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
+        self.collection = collection
+        self.serving = serving
+
+    def ensure_collection(self, dimension: int, properties: dict[str, str] | None = None) -> None:
+        """Create the collection for vectors of `dimension`, or check an existing one matches.
+
+        `properties` are recorded on a new collection (the model that made its vectors)."""
+        if self.client.has_collection(self.collection):
+            existing = self.dimension()
+            if existing != dimension:
+                raise ValueError(
+                    f"Milvus collection {self.collection!r} holds {existing}-dimensional vectors but the model "
+                    f"gives {dimension}: set MILVUS_COLLECTION to a new name for this model"
+                )
+            self.client.load_collection(self.collection)
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, max_length=VARCHAR_LIMITS["id"], is_primary=True)
+        for name in ROW_FIELDS[1:-1]:
+            schema.add_field(name, DataType.VARCHAR, max_length=VARCHAR_LIMITS[name])
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        self.client.create_collection(self.collection, schema=schema, index_params=index, properties=properties or None)
+
+    def dimension(self) -> int | None:
+        if not self.client.has_collection(self.collection):
+            return None
+        fields = self.client.describe_collection(self.collection)["fields"]
+        return next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
+
+    def source_rows(self, source: str, fields: tuple[str, ...] = ("id", "content_hash", "model")) -> list[dict]:
+        """Every row of one source (only the given fields), paging past Milvus's query window."""
+        return self._source_rows(self.collection, source, fields)
+
+    def _source_rows(self, collection: str, source: str, fields: tuple[str, ...]) -> list[dict]:
+        if not self.client.has_collection(collection):
+            return []
+        self.client.load_collection(collection)
+        iterator = self.client.query_iterator(
+            collection, batch_size=QUERY_PAGE_ROWS, filter=f"source == {quote(source)}", output_fields=list(fields)
+        )
+        rows: list[dict] = []
+        try:
+            while page := iterator.next():
+                rows.extend(page)
+        finally:
+            iterator.close()
+        return rows
+
+    def sync_source(self, source: str, rows: pd.DataFrame, *, batch_rows: int, batch_bytes: int) -> SyncResult:
+        """Make the source's rows in Milvus exactly `rows`: write what changed, then delete what went.
+
+        A row is unchanged when its text hash and the model that embedded it are the same; a new
+        model therefore rewrites every vector, never leaving another model's vectors behind.
+        """
+        stored = {r["id"]: (r["content_hash"], r["model"]) for r in self.source_rows(source)}
+        wanted = zip(rows["id"], rows["content_hash"], rows["model"])
+        changed = rows[[stored.get(i) != (h, m) for i, h, m in wanted]]
+        batches = 0
+        for batch in _batches(changed, batch_rows, batch_bytes):
+            self.client.upsert(self.collection, batch)
+            batches += 1
+        stale = sorted(set(stored) - set(rows["id"]))
+        for start in range(0, len(stale), batch_rows):
+            self.client.delete(self.collection, ids=stale[start : start + batch_rows])
+            batches += 1
+        if batches:
+            self.client.flush(self.collection)
+        return SyncResult(upserted=len(changed), deleted=len(stale), unchanged=len(rows) - len(changed), batches=batches)
+
+    def delete_source(self, source: str) -> int:
+        """Remove every row of one source, and only that source; returns how many went.
+
+        For one model's collection behind a serving name, from every collection of that name (the
+        one readers get, the previous models' kept for rollback): a removed source must neither stay
+        searchable while a new model's collection is being built nor come back with a rollback.
+        """
+        collections = [self.collection]
+        if self.serving:
+            collections += [c for c in family(self.client, self.serving) if c != self.collection]
+        deleted = 0
+        for collection in collections:
+            ids = [r["id"] for r in self._source_rows(collection, source, ("id",))]
+            for start in range(0, len(ids), DEFAULT_BATCH_ROWS):
+                self.client.delete(collection, ids=ids[start : start + DEFAULT_BATCH_ROWS])
+            if ids and collection != self.collection:
+                self.client.flush(collection)
+            deleted += len(ids)
+        return deleted
+
+    def search(self, vector: np.ndarray, *, limit: int, source: str | None = None) -> list[dict]:
+        self.client.load_collection(self.collection)
+        hits = self.client.search(
+            self.collection,
+            data=[vector.tolist()],
+            limit=limit,
+            filter=f"source == {quote(source)}" if source else "",
+            output_fields=["source", "path", "url", "heading", "text"],
+            search_params={"metric_type": "COSINE"},
+        )[0]
+        return [{"score": float(hit["distance"]), **hit["entity"]} for hit in hits]
+
+    def search_ids(self, vectors: np.ndarray, *, limit: int, source: str, batch: int = 256) -> list[list[str]]:
+        """The ids of the `limit` nearest rows of one source for each vector, nearest first."""
+        self.client.load_collection(self.collection)
+        ranked: list[list[str]] = []
+        for start in range(0, len(vectors), batch):
+            hits = self.client.search(
+                self.collection,
+                data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors[start : start + batch]],
+                limit=limit,
+                filter=f"source == {quote(source)}",
+                output_fields=["id"],
+                search_params={"metric_type": "COSINE"},
+            )
+            ranked.extend([str(hit["id"]) for hit in per_query] for per_query in hits)
+        return ranked
+
+    def serving_target(self) -> str | None:
+        """The collection this store's name resolves to for readers (see rag_assets/collections.py)."""
+        return serving_target(self.client, self.collection)
+
+    def close(self) -> None:
+        """Close the client and, for a Milvus Lite file, stop its in-process server.
+
+        Milvus Lite serves a file from a thread of the process that opened it and holds the file's
+        lock until that server stops; without this, a finished step would keep every other
+        process (the next run's writer, `rag-assets search`) locked out until its process exits.
+        """
+        self.client.close()
+        if self._lite_path:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self._lite_path)
+
+
+def _batches(rows: pd.DataFrame, max_rows: int, max_bytes: int):
+    """Row dicts in batches bounded both by count and by approximate payload bytes."""
+    batch, size = [], 0
+    for record in rows[ROW_FIELDS].to_dict("records"):
+        record["vector"] = np.asarray(record["vector"], dtype=np.float32).tolist()
+        record_bytes = 4 * len(record["vector"]) + sum(len(str(record[f])) for f in ROW_FIELDS[:-1])
+        if batch and (len(batch) >= max_rows or size + record_bytes > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += record_bytes
+    if batch:
+        yield batch
+
+
+class MilvusResource(dg.ConfigurableResource):
+    """Where the collections live: MILVUS_URI (a Milvus Lite file by default) and its token's env var;
+    the serving name readers use (MILVUS_COLLECTION, an alias); the model whose collection is written
+    (EMBEDDING_MODEL; empty: the serving name itself is the one collection, as before aliases)."""
+
+    uri: str
+    collection: str
+    model: str = ""
+    token_env: str = "MILVUS_TOKEN"
+
+    def open(self) -> MilvusStore:
+        """The current model's own collection: where writes go and what the checks look at."""
+        serving = self.collection if self.model else None
+        return MilvusStore(self.uri, self.model_collection, token=os.environ.get(self.token_env, ""), serving=serving)
+
+    def open_serving(self) -> MilvusStore:
+        """The serving name: what readers get (the alias resolves in every call)."""
+        return MilvusStore(self.uri, self.collection, token=os.environ.get(self.token_env, ""))
+
+    @property
+    def model_identity(self) -> str | None:
+        """The model's name and weights hash (as the embedding step records it on every row)."""
+        if not self.model:
+            return None
+        from rag_assets.resources.embedder import Embedder
+
+        return Embedder(self.model).identity
+
+    @property
+    def model_collection(self) -> str:
+        identity = self.model_identity
+        return model_collection_name(self.collection, identity) if identity else self.collection

@@ -1,0 +1,1 @@
+"""Sensors: what turns changes in the world (the sources file, repositories) into runs."""

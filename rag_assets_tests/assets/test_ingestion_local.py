@@ -1,0 +1,81 @@
+"""End to end on a local folder: the four assets materialize and Milvus holds exactly the chunks."""
+
+from pathlib import Path
+
+from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
+from rag_assets.core.chunking import Chunker
+from rag_assets.core.sections import detect_format
+from rag_assets.ingest import run_ingest
+from rag_assets_tests.conftest import milvus_rows, write_sources
+
+
+def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]]:
+    """What the chunker makes of every Markdown file of a folder: id -> (path, heading, text)."""
+    model_dir = resolve_model_dir("all-MiniLM-L6-v2")
+    chunker = Chunker(load_tokenizer(model_dir), max_seq_length(model_dir))
+    expected = {}
+    for path in sorted(folder.rglob("*.md")):
+        relative = path.relative_to(folder).as_posix()
+        text = path.read_text()
+        for chunk in chunker.split_page(source, relative, text, detect_format(relative, text)):
+            expected[chunk.id] = (relative, chunk.heading, chunk.text)
+    return expected
+
+
+def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, docs_folder):
+    write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder), "include": ["**/*.md"]}])
+
+    [summary] = run_ingest(settings, instance, ["notes"])
+
+    rows = milvus_rows(settings, "notes")
+    expected = expected_chunks("notes", docs_folder)
+    assert {i: (r["path"], r["heading"], r["text"]) for i, r in rows.items()} == expected
+    assert summary.counts.pop("tokens") > len(expected)
+    assert summary.counts == {"pages": 4, "chunks": len(expected), "embedded": len(expected), "written": len(expected), "deleted": 0}
+    assert "Architecture › The asset graph › embeddings" in {r["heading"] for r in rows.values()}
+    assert all(r["url"].startswith("file://") and r["url"].endswith(r["path"]) for r in rows.values())
+
+
+def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder):
+    write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
+    run_ingest(settings, instance, ["notes"])
+    before = milvus_rows(settings, "notes")
+
+    (docs_folder / "searching.md").unlink()
+    [summary] = run_ingest(settings, instance, ["notes"])
+
+    after = milvus_rows(settings, "notes")
+    gone = {i for i, r in before.items() if r["path"] == "searching.md"}
+    assert gone and set(after) == set(before) - gone
+    assert all(after[i] == before[i] for i in after)
+    assert summary.counts["deleted"] == len(gone) and summary.counts["written"] == 0
+
+
+def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, workdir):
+    other = workdir / "other"
+    other.mkdir()
+    (other / "guide.md").write_text("# Guide\n\nThe other source has its own page.\n")
+    write_sources(settings.sources_file, [
+        {"name": "notes", "kind": "local", "path": str(docs_folder)},
+        {"name": "guide", "kind": "local", "path": str(other)},
+    ])
+    run_ingest(settings, instance, ["notes", "guide"])
+    notes_before = milvus_rows(settings, "notes")
+
+    (other / "guide.md").unlink()
+    (other / "new.md").write_text("# New\n\nReplaced.\n")
+    run_ingest(settings, instance, ["guide"])
+
+    assert milvus_rows(settings, "notes") == notes_before
+    assert {r["path"] for r in milvus_rows(settings, "guide").values()} == {"new.md"}
+
+
+def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder):
+    write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
+    run_ingest(settings, instance, ["notes"])
+    first = milvus_rows(settings, "notes")
+
+    [summary] = run_ingest(settings, instance, ["notes"])
+
+    assert milvus_rows(settings, "notes") == first
+    assert summary.counts["embedded"] == 0 and summary.counts["written"] == 0 and summary.counts["deleted"] == 0

@@ -1,0 +1,140 @@
+"""docker/Dockerfile: a cached dependency layer from pyproject.toml, then the source; CPU or CUDA torch."""
+
+import posixpath
+import re
+import subprocess
+import sys
+import tomllib
+
+from rag_assets_tests.docker.deployment import (
+    DOCKER_DIR,
+    REPO,
+    argv,
+    copy_sources_and_target,
+    deployed_compose,
+    dockerfile_env,
+    dockerfile_instructions,
+    option,
+)
+
+SCRIPT = DOCKER_DIR / "pyproject_requirements.py"
+
+
+def index_of(predicate) -> int:
+    matches = [i for i, instruction in enumerate(dockerfile_instructions()) if predicate(*instruction)]
+    assert matches, "no such instruction"
+    return matches[0]
+
+
+def copied_files() -> dict[str, str]:
+    """Absolute path in the image -> source path in the repository, for every COPY."""
+    env, workdir, files = dockerfile_env(), "/", {}
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "WORKDIR":
+            workdir = posixpath.join(workdir, arguments)
+        if keyword != "COPY":
+            continue
+        sources, target = copy_sources_and_target(re.sub(r"\$\{(\w+)\}", lambda m: env[m[1]], arguments))
+        target = posixpath.join(workdir, target)
+        for source in sources:
+            path = posixpath.join(target, posixpath.basename(source)) if target.endswith("/") else target
+            files[posixpath.normpath(path)] = source
+    return files
+
+
+def pyproject_dependencies() -> list[str]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args, str(REPO / "pyproject.toml")], capture_output=True, text=True, check=False
+    )
+
+
+def test_the_image_is_python_3_11_slim():
+    assert dockerfile_instructions()[0] == ("FROM", "python:3.11-slim")
+
+
+def test_dependencies_are_installed_from_pyproject_alone_before_the_source_is_copied():
+    copy_pyproject = index_of(lambda k, a: k == "COPY" and "pyproject.toml" in a)
+    install_deps = index_of(lambda k, a: k == "RUN" and "pip install -r" in a)
+    copy_source = index_of(lambda k, a: k == "COPY" and "rag_assets" in copy_sources_and_target(a)[0])
+    install_project = index_of(lambda k, a: k == "RUN" and "pip install --no-deps ." in a)
+    assert copy_pyproject < install_deps < copy_source < install_project
+    # The dependency layer sees no source file, so editing the code never invalidates it.
+    for keyword, arguments in dockerfile_instructions()[: install_deps + 1]:
+        if keyword == "COPY":
+            assert all(not s.startswith(("rag_assets", ".")) for s in copy_sources_and_target(arguments)[0])
+
+
+def test_torch_comes_first_from_the_wheel_index_the_build_chooses_cpu_by_default():
+    assert dockerfile_env()["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    _, install = dockerfile_instructions()[index_of(lambda k, a: k == "RUN" and "pip install -r" in a)]
+    torch_install = install.index('pip install --index-url "${TORCH_INDEX}" -r deps/torch.txt')
+    assert torch_install < install.index("pip install -r deps/project.txt")
+
+
+def test_compose_builds_a_cuda_image_for_the_gpu_worker_from_the_same_dockerfile():
+    services = deployed_compose()["services"]
+    cpu, cuda = services["code_location"]["build"], services["gpu_worker"]["build"]
+    assert cpu["dockerfile"] == cuda["dockerfile"] == "docker/Dockerfile"
+    assert cpu["context"] == cuda["context"] == ".."
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", cuda["args"]["TORCH_INDEX"])
+
+
+def test_dagster_libraries_are_pinned_to_the_release_paired_with_dagster():
+    (dagster_pin,) = [d for d in pyproject_dependencies() if d.startswith("dagster==")]
+    major, minor, patch = dagster_pin.removeprefix("dagster==").split(".")
+    assert major == "1"
+    library_version = f"0.{int(minor) + 16}.{patch}"  # dagster 1.13.27 <-> libraries 0.29.27
+    pins = dict(
+        re.fullmatch(r"([\w-]+)(?:\[[\w,]+\])?==(\S+)", line).groups()
+        for line in (DOCKER_DIR / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert pins == {"dagster-postgres": library_version, "dagster-celery": library_version}
+    assert "dagster-celery[redis]" in (DOCKER_DIR / "requirements.txt").read_text()
+
+
+def test_the_requirements_script_splits_torch_from_the_other_dependencies():
+    only, rest = run_script("--only", "torch"), run_script("--exclude", "torch")
+    assert only.returncode == rest.returncode == 0, only.stderr + rest.stderr
+    dependencies = pyproject_dependencies()
+    assert only.stdout.splitlines() == [d for d in dependencies if re.match(r"torch\b", d)]
+    assert rest.stdout.splitlines() == [d for d in dependencies if not re.match(r"torch\b", d)]
+
+
+def test_the_requirements_script_fails_when_it_selects_nothing():
+    result = run_script("--only", "no-such-package")
+    assert result.returncode == 2 and "no dependency selected" in result.stderr
+
+
+def test_every_file_a_compose_command_names_is_copied_into_the_image():
+    files = copied_files()
+    services = deployed_compose()["services"]
+    assert files["/opt/dagster/home/dagster.yaml"] == "docker/dagster.yaml"
+    assert dockerfile_env()["DAGSTER_HOME"] == "/opt/dagster/home"
+    named = {option(argv(services[s]["command"]), "-w") for s in ("webserver", "daemon")}
+    named |= {option(argv(services[s]["command"]), "-y") for s in ("cpu_worker", "gpu_worker")}
+    assert named == {"/opt/dagster/app/docker/workspace.yaml", "/opt/dagster/app/docker/celery.yaml"}
+    for path in named:
+        assert files[path] == "docker/" + posixpath.basename(path)
+    sources_file = services["code_location"]["environment"]["RAG_SOURCES_FILE"]
+    assert files[sources_file] == "sources.yaml"
+
+
+def test_the_build_context_keeps_every_path_the_dockerfile_copies():
+    lines = (DOCKER_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+    kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    for source in copied_files().values():
+        assert source.split("/")[0] in kept, source
+    assert "**" in lines  # everything else (.venv with torch, data dirs) stays out of the context
+
+
+def test_the_image_runs_as_an_unprivileged_user_who_owns_the_volume_paths():
+    env = dockerfile_env()
+    assert ("USER", "dagster") in dockerfile_instructions()
+    _, chown = next(i for i in dockerfile_instructions() if i[0] == "RUN" and "chown" in i[1])
+    for path in (env["DAGSTER_HOME"], env["RAG_DATA_DIR"], "/opt/dagster/storage"):
+        assert path in chown, path

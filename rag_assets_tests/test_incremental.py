@@ -1,0 +1,119 @@
+"""Incremental ingestion: only new or edited text reaches the model, and only changed rows are written."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from rag_assets.core.model_files import resolve_model_dir
+from rag_assets.ingest import run_ingest
+from rag_assets.resources.embedder import Embedder
+from rag_assets.resources.milvus import MilvusStore
+from rag_assets_tests.conftest import milvus_rows, write_sources
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+    [record] = instance.fetch_materializations(
+        records_filter=dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+@pytest.fixture
+def notes(settings, instance, docs_folder):
+    write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
+    run_ingest(settings, instance, ["notes"])
+    return docs_folder
+
+
+def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(settings, instance, notes):
+    before = milvus_rows(settings, "notes")
+    page = notes / "configuration.md"
+    page.write_text(page.read_text().replace("`RAG_DATA_DIR` is the data directory", "`RAG_DATA_DIR` names the folder for all state"))
+
+    [summary] = run_ingest(settings, instance, ["notes"])
+
+    embeddings = latest_metadata(instance, "embeddings", "notes")
+    assert summary.counts["embedded"] == embeddings["chunks_embedded"] == 1
+    assert embeddings["cache_hits"] == len(before) - 1
+    assert summary.counts["written"] == 1 and summary.counts["deleted"] == 1
+    chunks = latest_metadata(instance, "chunks", "notes")
+    assert (chunks["pages_chunked"], chunks["chunks_modified"], chunks["chunks_unchanged"]) == (1, 1, len(before) - 1)
+    hits = search("which folder holds all state?")
+    assert "names the folder for all state" in hits[0]["text"]
+    assert not any("is the data directory" in r["text"] for r in milvus_rows(settings, "notes").values())
+
+
+def test_renaming_a_file_reembeds_nothing(settings, instance, notes):
+    (notes / "searching.md").rename(notes / "finding.md")
+
+    [summary] = run_ingest(settings, instance, ["notes"])
+
+    rows = milvus_rows(settings, "notes").values()
+    assert summary.counts["embedded"] == 0
+    assert "finding.md" in {r["path"] for r in rows} and "searching.md" not in {r["path"] for r in rows}
+    assert summary.counts["written"] == summary.counts["deleted"] > 0
+
+
+def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes):
+    run_ingest(settings, instance, ["notes"])
+
+    embeddings = latest_metadata(instance, "embeddings", "notes")
+    writes = latest_metadata(instance, "milvus_collection", "notes")
+    assert embeddings["forward_passes"] == 0 and embeddings["chunks_embedded"] == 0 and embeddings["cache_hit_rate"] == 1.0
+    assert (writes["rows_upserted"], writes["rows_deleted"], writes["write_batches"]) == (0, 0, 0)
+    assert latest_metadata(instance, "chunks", "notes")["pages_chunked"] == 0
+
+
+def test_switching_the_model_never_reuses_the_other_models_vectors(settings, instance, notes, workdir, monkeypatch):
+    other_model = perturbed_copy_of_minilm(workdir / "other-model")
+    monkeypatch.setenv("EMBEDDING_MODEL", str(other_model))
+    switched = type(settings).from_env()
+
+    [summary] = run_ingest(switched, instance, ["notes"])
+
+    rows = milvus_rows(switched, "notes")
+    assert summary.counts["embedded"] == len(rows) and summary.counts["written"] == len(rows)
+    other = Embedder(str(other_model))
+    assert {r["model"] for r in rows.values()} == {other.identity}
+    store = MilvusStore(switched.milvus_uri, switched.collection)
+    try:
+        store.client.load_collection(switched.collection)
+        [row] = store.client.query(switched.collection, filter='path == "sources.md"', output_fields=["heading", "text", "vector"], limit=1)
+    finally:
+        store.close()
+    [expected] = other.embed([f"{row['heading']}\n\n{row['text']}"])
+    assert np.allclose(row["vector"], expected, atol=2e-2)
+
+
+def perturbed_copy_of_minilm(folder):
+    """A second, genuinely different model: MiniLM with one weight matrix nudged."""
+    shutil.copytree(resolve_model_dir("all-MiniLM-L6-v2"), folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
+    weights[name] = weights[name] * 1.5
+    save_file(weights, folder / "model.safetensors")
+    return folder
+
+
+def search(query: str) -> list[dict]:
+    result = subprocess.run([sys.executable, "-m", "rag_assets.cli", "search", query, "--json"], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_prune_cache_keeps_exactly_the_vectors_current_chunks_use(settings, instance, notes):
+    (notes / "searching.md").unlink()
+    run_ingest(settings, instance, ["notes"])
+    live = len(milvus_rows(settings, "notes"))
+
+    result = subprocess.run([sys.executable, "-m", "rag_assets.cli", "prune-cache"], capture_output=True, text=True, env=os.environ, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert f"kept {live} vectors, removed 3" in result.stdout  # searching.md had three sections
