@@ -5,7 +5,6 @@ is guarded by one lock; every answer is decided under the lock, then sent (and s
 """
 
 import base64
-import contextlib
 import copy
 import gzip
 import hashlib
@@ -16,19 +15,17 @@ import os
 import re
 import socket
 import struct
-import sys
 import tarfile
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-HOST = "127.0.0.1"
+from rag_assets.testing.loopback import LoopbackHandler, LoopbackServer
+
 DEFAULT_REF = "main"
 DEFAULT_RATE_LIMIT = 5000
 RATE_LIMIT_WINDOW_SECONDS = 3600
@@ -104,13 +101,13 @@ class _Repo:
         return None
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """GitHub's REST API plus codeload on 127.0.0.1, with knobs for faults, rate limits and latency."""
 
     def __init__(self, *, latency_ms: float = 0.0, rate_limit: int = DEFAULT_RATE_LIMIT):
+        super().__init__()
         self.latency_ms = latency_ms
         self.required_token: str | None = None
-        self._lock = threading.Lock()
         self._repos: dict[str, _Repo] = {}
         self._requests: list[RecordedRequest] = []
         self._faults: list[tuple[str, deque[Fault]]] = []
@@ -118,37 +115,6 @@ class FakeGitHub:
         self._limit, self._remaining = rate_limit, rate_limit
         self._reset_epoch = int(time.time()) + RATE_LIMIT_WINDOW_SECONDS
         self._serial = itertools.count(1)
-        self._server: _Server | None = None
-        self._connections: set[socket.socket] = set()
-
-    def start(self) -> "FakeGitHub":
-        self._server = _Server((HOST, 0), _Handler)
-        self._server.fake = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:  # keep-alive connections would otherwise hold their threads forever
-            for connection in self._connections:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-        self._server = None
-
-    def __enter__(self) -> "FakeGitHub":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeGitHub is not started")
-        return f"http://{HOST}:{self._server.server_address[1]}"
 
     def add_repo(
         self, repo: str, files: dict[str, bytes | str], *, ref: str = DEFAULT_REF,
@@ -216,6 +182,12 @@ class FakeGitHub:
     def count(self, path_contains: str) -> int:
         with self._lock:
             return sum(path_contains in r.path for r in self._requests)
+
+    def handle_get(self, handler: LoopbackHandler) -> None:
+        arrived = time.time()
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        _send(handler, self._answer("GET", handler.path, handler.lower_headers, arrived))
 
     def _answer(self, method: str, target: str, headers: dict[str, str], arrived: float) -> _Answer:
         split = urlsplit(target)
@@ -314,53 +286,20 @@ _API_PATH = re.compile(r"/repos/([^/]+)/([^/]+)/(commits|tarball|git/trees|conte
 _CODELOAD_PATH = re.compile(re.escape(CODELOAD_PREFIX) + r"/([^/]+)/([^/]+)/legacy\.tar\.gz/([0-9a-f]{7,40})")
 
 
-class _Server(ThreadingHTTPServer):
-    fake: FakeGitHub
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that hang up are not our error
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients reuse connections against the real API
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.fake._lock:
-            self.server.fake._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.fake._lock:
-            self.server.fake._connections.discard(self.connection)
-        super().finish()
-
-    def do_GET(self) -> None:
-        fake, arrived = self.server.fake, time.time()
-        if fake.latency_ms:
-            time.sleep(fake.latency_ms / 1000)
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        self._send(fake._answer("GET", self.path, headers, arrived))
-
-    def _send(self, answer: _Answer) -> None:
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if answer.status != 304:
-            self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        body = memoryview(answer.body)[: answer.reset_after]
-        for start in range(0, len(body), CHUNK_BYTES):
-            self.wfile.write(body[start : start + CHUNK_BYTES])
-        if answer.reset_after is not None:  # linger 0: close with a TCP reset, like a dropped connection
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()  # now, before socketserver's graceful shutdown could send a FIN
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests and benchmarks read `requests`, not stderr
+def _send(handler: LoopbackHandler, answer: _Answer) -> None:
+    handler.send_response(answer.status)
+    for name, value in answer.headers.items():
+        handler.send_header(name, value)
+    if answer.status != 304:
+        handler.send_header("Content-Length", str(len(answer.body)))
+    handler.end_headers()
+    body = memoryview(answer.body)[: answer.reset_after]
+    for start in range(0, len(body), CHUNK_BYTES):
+        handler.wfile.write(body[start : start + CHUNK_BYTES])
+    if answer.reset_after is not None:  # linger 0: close with a TCP reset, like a dropped connection
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.connection.close()  # now, before socketserver's graceful shutdown could send a FIN
+        handler.close_connection = True
 
 
 def tarball_files(tarball_path: str | os.PathLike[str]) -> dict[str, bytes | str]:

@@ -8,18 +8,15 @@ is recorded with the status it got, so tests can count what a crawler downloaded
 
 import contextlib
 import hashlib
-import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
-HOST = "127.0.0.1"
+from rag_assets.testing.loopback import LoopbackHandler, LoopbackServer
+
 HTML = "text/html; charset=utf-8"
 
 Fault = int | tuple[int, dict[str, str]]
@@ -43,48 +40,17 @@ class _Page:
         return '"' + hashlib.sha1(self.body).hexdigest()[:16] + '"'
 
 
-class FakeSite:
+class FakeSite(LoopbackServer):
     """A website whose pages, redirects, robots.txt and sitemap a test sets up and changes."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._pages: dict[str, _Page] = {}
         self._redirects: dict[str, str] = {}
         self._faults: list[tuple[str, deque[Fault]]] = []
         self._requests: list[RecordedRequest] = []
-        self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
         self.robots_txt: str | None = None
         self.sitemap_paths: list[str] | None = None  # None: no /sitemap.xml
-
-    def start(self) -> "FakeSite":
-        self._server = _Server((HOST, 0), _Handler)
-        self._server.site = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
-            for connection in self._connections:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-        self._server = None
-
-    def __enter__(self) -> "FakeSite":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeSite is not started")
-        return f"http://{HOST}:{self._server.server_address[1]}"
 
     def set_page(self, path: str, body: str | bytes, content_type: str = HTML) -> None:
         """Serve `body` at `path`; a changed body gets a new ETag and Last-Modified."""
@@ -119,6 +85,17 @@ class FakeSite:
 
     def count(self, *, status: int | None = None, path: str | None = None) -> int:
         return sum((status is None or r.status == status) and (path is None or r.path == path) for r in self.requests)
+
+    def handle_get(self, handler: LoopbackHandler) -> None:
+        status, headers, body = self._answer(handler.path, handler.lower_headers)
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        if status != 304:
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if status != 304:
+            handler.wfile.write(body)
 
     def _answer(self, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         path = urlsplit(target).path
@@ -164,39 +141,3 @@ def _not_modified(page: _Page, headers: dict[str, str]) -> bool:
         with contextlib.suppress(TypeError, ValueError):
             return int(page.modified) <= parsedate_to_datetime(headers["if-modified-since"]).timestamp()
     return False
-
-
-class _Server(ThreadingHTTPServer):
-    site: FakeSite
-    daemon_threads = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.site._lock:
-            self.server.site._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.site._lock:
-            self.server.site._connections.discard(self.connection)
-        super().finish()
-
-    def do_GET(self) -> None:
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        status, answer_headers, body = self.server.site._answer(self.path, headers)
-        self.send_response(status)
-        for name, value in answer_headers.items():
-            self.send_header(name, value)
-        if status != 304:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if status != 304:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
