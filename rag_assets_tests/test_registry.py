@@ -4,10 +4,18 @@ definition or an edited local folder gets a run for that source alone. Runs are 
 
 import dagster as dg
 
+from rag_assets.assets import ingestion_assets
+from rag_assets.definitions import build_resources
 from rag_assets.ingest import run_ingest
 from rag_assets.sensors.source_cleanup import PARQUET_ASSETS, SOURCE_CLEANUP_JOB
 from rag_assets_tests.conftest import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import apply_partition_requests, cursor_of, execute, runs, skip_message, tick
+
+
+def materialize_assets(settings, instance, selection: dg.AssetSelection, source: str) -> dg.ExecuteInProcessResult:
+    """Some of the ingestion assets for one source, as one run."""
+    return dg.materialize(ingestion_assets, selection=selection, resources=build_resources(settings), partition_key=source,
+                          instance=instance, raise_on_error=False)
 
 
 def local(name: str, folder) -> dict:
@@ -59,6 +67,29 @@ def test_cleanup_spares_a_source_that_is_back_in_the_file(settings, instance, wo
     assert execute(settings, instance, cleanup).success
 
     assert milvus_rows(settings, "guide") == before
+
+
+def test_a_run_under_way_when_its_source_is_removed_does_not_write_it_and_the_cleanup_removes_it(settings, instance, workdir, docs_folder):
+    notes, guide = two_sources(workdir, docs_folder)
+    write_sources(settings.sources_file, [notes, guide])
+    run_ingest(settings, instance, ["notes", "guide"])
+    before = milvus_rows(settings, "guide")
+    page = workdir / "guide" / "guide.md"
+    page.write_text(page.read_text() + "\n## Later\n\nWritten while the source was being removed.\n")
+    upstream = dg.AssetSelection.assets("raw_pages", "chunks", "embeddings")
+    assert materialize_assets(settings, instance, upstream, "guide").success  # a run is past embeddings...
+
+    write_sources(settings.sources_file, [notes])  # ...when the source is removed; its cleanup is queued
+    [cleanup] = runs(tick(settings, instance, "sources_sensor"))
+    finished = materialize_assets(settings, instance, dg.AssetSelection.assets("milvus_collection"), "guide")
+
+    assert finished.success
+    assert milvus_rows(settings, "guide") == before  # the new section was not written
+    assert any("'guide' is no longer in" in record.user_message for record in instance.all_logs(finished.run_id))
+    notes_rows = milvus_rows(settings, "notes")
+    assert execute(settings, instance, cleanup).success
+    assert milvus_rows(settings, "guide") == {}
+    assert milvus_rows(settings, "notes") == notes_rows
 
 
 def test_changed_definition_requests_a_run_for_that_source_only(settings, instance, workdir, docs_folder):
