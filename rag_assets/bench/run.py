@@ -67,8 +67,8 @@ def run_bench(options: BenchOptions, log=print) -> dict:
         log(f"corpus: {len(texts)} chunks from {options.corpus.name}; device {embedder.device}, precision {embedder.precision}")
         _warm_up(embedder, texts)
 
-        def stage(name: str, body, wanted: bool | None = None) -> None:
-            if name in options.stages if wanted is None else wanted:
+        def stage(name: str, body) -> None:
+            if name in options.stages:
                 log(f"stage {name}...")
                 release_free_heap()  # a stage's peak RSS is its own, not the heap the last one left
                 result = StageResult()
