@@ -68,7 +68,9 @@ def checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
     return registered
 
 
-def stored_path(io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinition, source: str) -> Path | None:
+def stored_path(
+    io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinition, source: str
+) -> Path | None:
     """Where the asset's value for the source is, or None when it was never materialized."""
     path = io_manager.path_for(asset.key, source)
     return path if path.exists() else None
@@ -76,7 +78,9 @@ def stored_path(io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinit
 
 def result(passed: bool, failure: str, per_source: dict[str, str], **counts) -> dg.AssetCheckResult:
     """A check result with a one-line description, a per-source table and plottable counts."""
-    table = "\n".join(["| source | result |", "| --- | --- |", *(f"| {s} | {r} |" for s, r in per_source.items())])
+    table = "\n".join(
+        ["| source | result |", "| --- | --- |", *(f"| {s} | {r} |" for s, r in per_source.items())]
+    )
     checked = sum(r != NOT_MATERIALIZED for r in per_source.values())
     return dg.AssetCheckResult(
         passed=passed,
@@ -108,8 +112,16 @@ def no_empty_chunks(
         frame = pd.read_parquet(path, columns=["id", "text"])
         found = empty_chunk_ids(frame)
         total, empty = total + len(frame), empty + found
-        per_source[source] = f"{len(found)} empty: {_sample(found)}" if found else f"{len(frame)} chunks, none empty"
-    return result(not empty, f"{len(empty)} empty chunk(s): {_sample(empty)}", per_source, chunks_checked=total, empty_chunks=len(empty))
+        per_source[source] = (
+            f"{len(found)} empty: {_sample(found)}" if found else f"{len(frame)} chunks, none empty"
+        )
+    return result(
+        not empty,
+        f"{len(empty)} empty chunk(s): {_sample(empty)}",
+        per_source,
+        chunks_checked=total,
+        empty_chunks=len(empty),
+    )
 
 
 @dg.asset_check(
@@ -144,7 +156,8 @@ def vector_dimension_matches_collection(
     if expected is not None:
         wrong = [s for s, dims in found.items() if dims - {expected}]
         failure = (
-            f"vectors of {', '.join(wrong)} are {_listed(seen - {expected})}-dimensional, the collection's are "
+            f"vectors of {', '.join(wrong)} are {_listed(seen - {expected})}-dimensional, the "
+            "collection's are "
             f"{expected}: set MILVUS_COLLECTION to a new name for this model"
         )
     else:
@@ -162,7 +175,9 @@ def vector_dimension_matches_collection(
     asset=milvus_collection,
     name="rows_match_chunks",
     pool="milvus",
-    description="Milvus holds exactly one row per chunk of each source: none missing, no orphans left behind.",
+    description=(
+        "Milvus holds exactly one row per chunk of each source: none missing, no orphans left behind."
+    ),
 )
 def rows_match_chunks(
     context: dg.AssetCheckExecutionContext,
@@ -181,7 +196,9 @@ def rows_match_chunks(
             row_ids = [r["id"] for r in store.source_rows(source, ("id",))]
             lost, extra = row_differences(chunk_ids, row_ids)
             missing, orphans, rows = missing + lost, orphans + extra, rows + len(row_ids)
-            per_source[source] = f"{len(row_ids)} rows for {len(chunk_ids)} chunks; missing {len(lost)}, orphans {len(extra)}"
+            per_source[source] = (
+                f"{len(row_ids)} rows for {len(chunk_ids)} chunks; missing {len(lost)}, orphans {len(extra)}"
+            )
     finally:
         store.close()
     problems = []
@@ -190,7 +207,14 @@ def rows_match_chunks(
     if orphans:
         problems.append(f"{len(orphans)} orphan row(s): {_sample(orphans)}")
     failure = "; ".join(problems)
-    return result(not missing and not orphans, failure, per_source, milvus_rows=rows, missing_rows=len(missing), orphan_rows=len(orphans))
+    return result(
+        not missing and not orphans,
+        failure,
+        per_source,
+        milvus_rows=rows,
+        missing_rows=len(missing),
+        orphan_rows=len(orphans),
+    )
 
 
 ingestion_checks = [no_empty_chunks, vector_dimension_matches_collection, rows_match_chunks]

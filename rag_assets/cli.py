@@ -8,7 +8,6 @@ from pathlib import Path
 from rag_assets.settings import Settings
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -30,8 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-assets", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    ingest = commands.add_parser("ingest", help="materialize raw_pages -> chunks -> embeddings -> milvus_collection")
-    ingest.add_argument("--source", action="append", help="only this source (repeatable); default: every source")
+    ingest = commands.add_parser(
+        "ingest", help="materialize raw_pages -> chunks -> embeddings -> milvus_collection"
+    )
+    ingest.add_argument(
+        "--source", action="append", help="only this source (repeatable); default: every source"
+    )
     ingest.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     ingest.set_defaults(handler=_ingest)
 
@@ -40,26 +43,44 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--source", help="only hits from this source")
     search.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     search.add_argument("--json", action="store_true", help="print hits as JSON")
-    search.add_argument("--queries-file", type=Path, help="one query per line; prints a JSON list of hit lists")
+    search.add_argument(
+        "--queries-file", type=Path, help="one query per line; prints a JSON list of hit lists"
+    )
     search.set_defaults(handler=_search)
 
     cache = commands.add_parser("prune-cache", help="drop cached vectors that no current chunk uses")
     cache.set_defaults(handler=_prune_cache)
 
-    listing = commands.add_parser("collections", help="the collections behind MILVUS_COLLECTION: model, rows, which one serves")
+    listing = commands.add_parser(
+        "collections", help="the collections behind MILVUS_COLLECTION: model, rows, which one serves"
+    )
     listing.set_defaults(handler=_collections)
 
-    prune = commands.add_parser("prune-collections", help="drop collections that neither serve nor belong to EMBEDDING_MODEL")
+    prune = commands.add_parser(
+        "prune-collections", help="drop collections that neither serve nor belong to EMBEDDING_MODEL"
+    )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     prune.set_defaults(handler=_prune_collections)
 
-    chunkers = commands.add_parser("eval-chunkers", help="recall@k and MRR of this project's chunker vs a fixed-size splitter")
-    chunkers.add_argument("--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder")
-    chunkers.add_argument("--include", action="append", help="glob of pages (repeatable; default .md .rst .txt)")
-    chunkers.add_argument("--sample", type=int, default=0, help="evaluate this many pages, drawn with --seed (default: all)")
+    chunkers = commands.add_parser(
+        "eval-chunkers", help="recall@k and MRR of this project's chunker vs a fixed-size splitter"
+    )
+    chunkers.add_argument(
+        "--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder"
+    )
+    chunkers.add_argument(
+        "--include", action="append", help="glob of pages (repeatable; default .md .rst .txt)"
+    )
+    chunkers.add_argument(
+        "--sample", type=int, default=0, help="evaluate this many pages, drawn with --seed (default: all)"
+    )
     chunkers.add_argument("--seed", type=int, default=0, help="seed of the page sample (default 0)")
-    chunkers.add_argument("--chars", type=int, default=1000, help="fixed-size splitter: characters per chunk (default 1000)")
-    chunkers.add_argument("--overlap", type=int, default=200, help="fixed-size splitter: overlap in characters (default 200)")
+    chunkers.add_argument(
+        "--chars", type=int, default=1000, help="fixed-size splitter: characters per chunk (default 1000)"
+    )
+    chunkers.add_argument(
+        "--overlap", type=int, default=200, help="fixed-size splitter: overlap in characters (default 200)"
+    )
     chunkers.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     chunkers.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     chunkers.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
@@ -67,15 +88,29 @@ def _parser() -> argparse.ArgumentParser:
     chunkers.set_defaults(handler=_eval_chunkers)
 
     bench = commands.add_parser("bench", help="time the pipeline against bare encode and the naive pipeline")
-    bench.add_argument("--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder")
-    bench.add_argument("--update", type=Path, help="a newer snapshot of the same tree, for the incremental stage")
-    bench.add_argument("--include", action="append", help="glob of pages to ingest (repeatable; default .md .rst .txt)")
-    bench.add_argument("--api-latency-ms", type=float, default=0.0, help="added to every loopback API request")
+    bench.add_argument(
+        "--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder"
+    )
+    bench.add_argument(
+        "--update", type=Path, help="a newer snapshot of the same tree, for the incremental stage"
+    )
+    bench.add_argument(
+        "--include", action="append", help="glob of pages to ingest (repeatable; default .md .rst .txt)"
+    )
+    bench.add_argument(
+        "--api-latency-ms", type=float, default=0.0, help="added to every loopback API request"
+    )
     bench.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     bench.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
     bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
-    bench.add_argument("--stages", default="bare_encode,bare_embed,cold,warm,incremental,naive", help="comma-separated subset")
-    bench.add_argument("--fp32-reference", action="store_true", help="also time fp32 bare encode and report cosine agreement")
+    bench.add_argument(
+        "--stages",
+        default="bare_encode,bare_embed,cold,warm,incremental,naive",
+        help="comma-separated subset",
+    )
+    bench.add_argument(
+        "--fp32-reference", action="store_true", help="also time fp32 bare encode and report cosine agreement"
+    )
     bench.add_argument("--workdir", type=Path, help="where to keep the run's data (default: a temp dir)")
     bench.add_argument("--out", type=Path, help="write the report as JSON here")
     bench.set_defaults(handler=_bench)
@@ -104,7 +139,9 @@ def _ingest(args, settings: Settings) -> int:
 
 
 def _serving_line(instance, source: str) -> str:
-    """What the last run's serving_collection step found: which collection serves, what the new one waits for."""
+    """What the last run's serving_collection step found: which collection serves, what the new one
+    waits for.
+    """
     import dagster as dg
 
     records = instance.fetch_materializations(
@@ -142,7 +179,9 @@ def _search(args, settings: Settings) -> int:
     store = MilvusStore(settings.milvus_uri, settings.collection, token=_env_token(settings))
     try:
         if store.dimension() is None:
-            raise ValueError(f"collection {settings.collection!r} does not exist yet: run `rag-assets ingest` first")
+            raise ValueError(
+                f"collection {settings.collection!r} does not exist yet: run `rag-assets ingest` first"
+            )
         # The alias may still serve the previous model while EMBEDDING_MODEL's collection is built:
         # queries are embedded by the model of the collection they search.
         embedder = served_embedder(store, settings)
@@ -166,16 +205,27 @@ def served_embedder(store, settings: Settings):
     from rag_assets.resources.embedder import Embedder
 
     model, identity = recorded_model(store.client.describe_collection(store.collection))
-    embedder = Embedder(model or settings.embedding_model, device=settings.embedding_device, precision=settings.embedding_precision)
+    embedder = Embedder(
+        model or settings.embedding_model,
+        device=settings.embedding_device,
+        precision=settings.embedding_precision,
+    )
     if identity and embedder.identity != identity:
-        raise ValueError(f"{store.collection!r} was embedded by {identity}, but {model} is now {embedder.identity}")
+        raise ValueError(
+            f"{store.collection!r} was embedded by {identity}, but {model} is now {embedder.identity}"
+        )
     return embedder
 
 
 def _milvus(settings: Settings):
     from rag_assets.resources.milvus import MilvusResource
 
-    return MilvusResource(uri=settings.milvus_uri, collection=settings.collection, model=settings.embedding_model, token_env=settings.milvus_token_env)
+    return MilvusResource(
+        uri=settings.milvus_uri,
+        collection=settings.collection,
+        model=settings.embedding_model,
+        token_env=settings.milvus_token_env,
+    )
 
 
 def _collections(args, settings: Settings) -> int:
@@ -187,7 +237,10 @@ def _collections(args, settings: Settings) -> int:
         infos = describe_family(store.client, settings.collection)
     finally:
         store.close()
-    print(f"serving name {settings.collection!r} at {settings.milvus_uri} (* serves readers, + EMBEDDING_MODEL's)")
+    print(
+        f"serving name {settings.collection!r} at {settings.milvus_uri} (* serves readers, + "
+        "EMBEDDING_MODEL's)"
+    )
     for info in infos:
         marks = ("*" if info.serving else " ") + ("+" if info.name == milvus.model_collection else " ")
         print(f"{marks} {info.name:<60}{info.rows:>9} rows  {info.identity or 'model not recorded'}")
@@ -202,7 +255,9 @@ def _prune_collections(args, settings: Settings) -> int:
     milvus = _milvus(settings)
     store = milvus.open()
     try:
-        dropped = prune_family(store.client, settings.collection, {milvus.model_collection}, dry_run=args.dry_run)
+        dropped = prune_family(
+            store.client, settings.collection, {milvus.model_collection}, dry_run=args.dry_run
+        )
     finally:
         store.close()
     verb = "would drop" if args.dry_run else "dropped"
@@ -219,9 +274,15 @@ def _eval_chunkers(args, settings: Settings) -> int:
     if not args.corpus.is_file():
         raise FileNotFoundError(f"corpus tarball {args.corpus} does not exist")
     experiment = ChunkerExperiment(
-        corpus=args.corpus, include=tuple(args.include or DEFAULT_INCLUDE), sample=args.sample, seed=args.seed,
-        chars=args.chars, overlap=args.overlap, model=args.model or settings.embedding_model,
-        device=args.device, precision=args.precision,
+        corpus=args.corpus,
+        include=tuple(args.include or DEFAULT_INCLUDE),
+        sample=args.sample,
+        seed=args.seed,
+        chars=args.chars,
+        overlap=args.overlap,
+        model=args.model or settings.embedding_model,
+        device=args.device,
+        precision=args.precision,
     )
     report = run_experiment(experiment, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report))
@@ -257,10 +318,16 @@ def _bench(args, settings: Settings) -> int:
         if not tarball.is_file():
             raise FileNotFoundError(f"corpus tarball {tarball} does not exist")
     options = BenchOptions(
-        corpus=args.corpus, update=args.update, include=tuple(args.include or DEFAULT_INCLUDE),
-        api_latency_ms=args.api_latency_ms, device=args.device, precision=args.precision,
-        model=args.model or settings.embedding_model, stages=tuple(args.stages.split(",")),
-        fp32_reference=args.fp32_reference, workdir=args.workdir,
+        corpus=args.corpus,
+        update=args.update,
+        include=tuple(args.include or DEFAULT_INCLUDE),
+        api_latency_ms=args.api_latency_ms,
+        device=args.device,
+        precision=args.precision,
+        model=args.model or settings.embedding_model,
+        stages=tuple(args.stages.split(",")),
+        fp32_reference=args.fp32_reference,
+        workdir=args.workdir,
     )
     report = run_bench(options, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(report))

@@ -134,7 +134,12 @@ class Promotion:
 
 
 def decide_promotion(
-    *, serving: str | None, candidate: str, registered: list[str], evaluations: dict[str, tuple[str, bool]], require_pass: bool
+    *,
+    serving: str | None,
+    candidate: str,
+    registered: list[str],
+    evaluations: dict[str, tuple[str, bool]],
+    require_pass: bool,
 ) -> Promotion:
     """`evaluations`: per source, (collection evaluated, met the threshold) of its latest evaluation.
 

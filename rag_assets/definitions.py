@@ -34,10 +34,17 @@ INGEST_K8S_JOB = "ingest_k8s_job"
 def build_resources(settings: Settings) -> dict:
     # MILVUS_COLLECTION is the serving alias; the model's own collection behind it takes the writes.
     milvus = MilvusResource(
-        uri=settings.milvus_uri, collection=settings.collection, model=settings.embedding_model, token_env=settings.milvus_token_env
+        uri=settings.milvus_uri,
+        collection=settings.collection,
+        model=settings.embedding_model,
+        token_env=settings.milvus_token_env,
     )
     retry = RetryPolicy.from_env(dict(os.environ))  # RAG_RETRY_*: one policy for every fetcher
-    retry_config = {"retry_attempts": retry.attempts, "retry_base_seconds": retry.base_seconds, "retry_max_wait_seconds": retry.max_wait_seconds}
+    retry_config = {
+        "retry_attempts": retry.attempts,
+        "retry_base_seconds": retry.base_seconds,
+        "retry_max_wait_seconds": retry.max_wait_seconds,
+    }
     return {
         "sources": SourcesResource(path=str(settings.sources_file)),
         "github": GitHubResource(**retry_config),
@@ -50,7 +57,10 @@ def build_resources(settings: Settings) -> dict:
         ),
         "milvus": milvus,
         "evaluation": EvaluationResource(
-            k=settings.eval_k, min_recall=settings.min_recall, blocking=settings.eval_blocking, queries_dir=str(settings.queries_dir)
+            k=settings.eval_k,
+            min_recall=settings.min_recall,
+            blocking=settings.eval_blocking,
+            queries_dir=str(settings.queries_dir),
         ),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)),
         "milvus_io_manager": MilvusIOManager(milvus=milvus),
@@ -74,7 +84,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=ingest_selection,
         partitions_def=source_partitions,
         executor_def=celery_executor_from_env(),
-        description="ingest_job on Celery workers: the embedding step on queue `gpu`, the others on `dagster`.",
+        description=(
+            "ingest_job on Celery workers: the embedding step on queue `gpu`, the others on `dagster`."
+        ),
     )
     ingest_k8s_job = dg.define_asset_job(
         INGEST_K8S_JOB,
@@ -84,7 +96,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="ingest_job as one Kubernetes Job per step: the embedding step on a GPU node.",
     )
     freshness_check_job = dg.define_asset_job(
-        FRESHNESS_CHECK_JOB, selection=dg.AssetSelection.checks(sources_are_fresh), description="Evaluate sources_are_fresh."
+        FRESHNESS_CHECK_JOB,
+        selection=dg.AssetSelection.checks(sources_are_fresh),
+        description="Evaluate sources_are_fresh.",
     )
     return dg.Definitions(
         # After the write: the model's collection is evaluated, then served (rag_assets/collections.py).
@@ -98,7 +112,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         schedules=[
             dg.ScheduleDefinition(
-                name="freshness_schedule", job=freshness_check_job, cron_schedule="0 * * * *",
+                name="freshness_schedule",
+                job=freshness_check_job,
+                cron_schedule="0 * * * *",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         ],

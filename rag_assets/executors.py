@@ -47,11 +47,25 @@ WORKER_CELERY_OPTIONS = {CPU_QUEUE: (), GPU_QUEUE: ("--concurrency=1",)}
 WORKER_INCLUDES = ("rag_assets.executors",)
 
 
-def celery_worker_command(queue: str, config_yaml: str, *, name: str, extra: tuple[str, ...] = ()) -> list[str]:
+def celery_worker_command(
+    queue: str, config_yaml: str, *, name: str, extra: tuple[str, ...] = ()
+) -> list[str]:
     """The command that starts the worker for `queue` (`dagster` or `gpu`), as documented."""
     includes = [arg for module in WORKER_INCLUDES for arg in ("-i", module)]
     options = [*WORKER_CELERY_OPTIONS[queue], *extra]
-    command = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", config_yaml, "-n", name, "-q", queue]
+    command = [
+        "dagster-celery",
+        "worker",
+        "start",
+        "-A",
+        "dagster_celery.app",
+        "-y",
+        config_yaml,
+        "-n",
+        name,
+        "-q",
+        queue,
+    ]
     return [*command, *includes, *(["--", *options] if options else [])]
 
 
@@ -93,7 +107,10 @@ def k8s_executor_config(
     return {
         "step_k8s_config": {"container_config": {"resources": CPU_STEP_RESOURCES}},
         "per_step_k8s_config": {
-            EMBEDDING_STEP: {"container_config": {"resources": GPU_STEP_RESOURCES}, "pod_spec_config": gpu_pod},
+            EMBEDDING_STEP: {
+                "container_config": {"resources": GPU_STEP_RESOURCES},
+                "pod_spec_config": gpu_pod,
+            },
         },
     }
 

@@ -91,7 +91,10 @@ def run_ingest(
         started = time.perf_counter()
         tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, **process_tags()}
         result = job.execute_in_process(
-            run_config=None if verbose else QUIET_RUN_CONFIG, instance=instance, tags=tags, raise_on_error=False
+            run_config=None if verbose else QUIET_RUN_CONFIG,
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
         )
         if not result.success:
             raise IngestFailed(_failure_message(result))

@@ -19,7 +19,9 @@ POOLS = ("gpu", "milvus")
 
 
 def cli_instance(data_dir: Path) -> dg.DagsterInstance:
-    """DAGSTER_HOME when set (the Dagster convention); otherwise a SQLite instance in data_dir/dagster_home."""
+    """DAGSTER_HOME when set (the Dagster convention); otherwise a SQLite instance in
+    data_dir/dagster_home.
+    """
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
     else:

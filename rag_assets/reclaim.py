@@ -72,7 +72,9 @@ def process_alive(pid: int, started: float) -> bool:
 
 
 def reclaim_dead_runs(instance: dg.DagsterInstance, host: str | None = None) -> list[ReclaimedRun]:
-    """Mark failed every in-progress run of `host` (default: this one) whose process is gone; free its slots."""
+    """Mark failed every in-progress run of `host` (default: this one) whose process is gone; free its
+    slots.
+    """
     host = host or socket.gethostname()
     reclaimed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS, tags={HOST_TAG: host})):
@@ -84,7 +86,9 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, host: str | None = None) -> 
             continue  # another process reclaimed it meanwhile
         pools = _pools_of(instance, run.run_id)
         instance.report_run_failed(
-            current, f"The process that executed this run (pid {pid} on {host}) is gone; reclaimed by rag_assets.reclaim."
+            current,
+            f"The process that executed this run (pid {pid} on {host}) is gone; reclaimed by "
+            "rag_assets.reclaim.",
         )
         if instance.event_log_storage.supports_global_concurrency_limits:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
@@ -106,6 +110,8 @@ def _pools_of(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]:
     pools = []
     for pool in sorted(storage.get_concurrency_keys()):
         info = storage.get_concurrency_info(pool)
-        if any(s.run_id == run_id for s in info.claimed_slots) or any(p.run_id == run_id for p in info.pending_steps):
+        if any(s.run_id == run_id for s in info.claimed_slots) or any(
+            p.run_id == run_id for p in info.pending_steps
+        ):
             pools.append(pool)
     return tuple(pools)

@@ -59,7 +59,8 @@ class Settings:
 
     @property
     def queries_dir(self) -> Path:
-        """Where users' query files for the retrieval evaluation are (`<source>.jsonl`): beside the sources file."""
+        """Where users' query files for the retrieval evaluation are (`<source>.jsonl`): beside the sources
+        file."""
         return self.sources_file.parent / DEFAULT_EVAL_QUERIES_DIR
 
     @property

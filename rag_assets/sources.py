@@ -12,7 +12,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from wcmatch import glob as wcglob
 
-from rag_assets.core.pages import DEFAULT_MAX_CHUNKS, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TOTAL_BYTES, ReadLimits
+from rag_assets.core.pages import (
+    DEFAULT_MAX_CHUNKS,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_TOTAL_BYTES,
+    ReadLimits,
+)
 
 SOURCE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would admit a final newline
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/(?!\.{1,2}$)[A-Za-z0-9_.-]{1,100}$")
@@ -46,7 +52,9 @@ def _check_http_url(field: str, url: str) -> str:
         raise ValueError(f"{field} {url!r} must be an http(s) URL")
     split = urlsplit(url)
     if split.username is not None or split.password is not None:  # the value is not echoed: it holds a secret
-        raise ValueError(f"{field} must not carry credentials (user:password@); tokens come from the environment")
+        raise ValueError(
+            f"{field} must not carry credentials (user:password@); tokens come from the environment"
+        )
     return url
 
 
@@ -84,7 +92,8 @@ class _SourceBase(BaseModel):
     def _name_is_partition_key(cls, name: str) -> str:
         if not SOURCE_NAME_PATTERN.fullmatch(name):
             raise ValueError(
-                f"name {name!r} must be 1-63 of lowercase letters, digits, '_' and '-', starting with a letter or digit"
+                f"name {name!r} must be 1-63 of lowercase letters, digits, '_' and '-', starting with a "
+                "letter or digit"
             )
         return name
 
@@ -127,7 +136,9 @@ class GitHubSource(_SourceBase):
     @classmethod
     def _token_env_is_a_variable_name(cls, name: str) -> str:
         if not ENV_VAR_PATTERN.fullmatch(name):  # the value is not echoed: it may be a pasted token
-            raise ValueError("token_env must be the name of an environment variable (A-Z, 0-9, _), not a token")
+            raise ValueError(
+                "token_env must be the name of an environment variable (A-Z, 0-9, _), not a token"
+            )
         return name
 
     @property
@@ -187,7 +198,11 @@ class WebSource(_SourceBase):
         if self.url_prefix:
             return self.url_prefix
         if self.start_url:
-            return self.start_url.rsplit("/", 1)[0] + "/" if urlsplit(self.start_url).path.count("/") else self.start_url + "/"
+            return (
+                self.start_url.rsplit("/", 1)[0] + "/"
+                if urlsplit(self.start_url).path.count("/")
+                else self.start_url + "/"
+            )
         seed = urlsplit(self.sitemap_url or "")
         return f"{seed.scheme}://{seed.netloc}/"
 
@@ -233,9 +248,15 @@ def _describe(path: Path, document: dict, error: ValidationError) -> str:
         field = ".".join(str(part) for part in location) or "entry"
         message = issue["msg"].removeprefix("Value error, ")
         if issue["type"] == "extra_forbidden" and SECRET_FIELD_PATTERN.search(field):
-            message = "secrets never go in the sources file: put it in an environment variable and name that with token_env"
+            message = (
+                "secrets never go in the sources file: "
+                "put it in an environment variable and name that with token_env"
+            )
         if issue["type"] == "union_tag_invalid":
-            field, message = "kind", f"unknown kind {issue['input'].get('kind')!r}; expected one of: {', '.join(KINDS)}"
+            field, message = (
+                "kind",
+                f"unknown kind {issue['input'].get('kind')!r}; expected one of: {', '.join(KINDS)}",
+            )
         problems.append(f"{path}: {where}: field '{field}': {message}")
     return "\n".join(problems)
 

@@ -74,7 +74,9 @@ def milvus_rows(settings: Settings, source: str) -> dict[str, dict]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """In CI (RAG_NO_SKIPS=1) a skipped test is a failure, unless it needs hardware CI lacks (marker `gpu`)."""
+    """In CI (RAG_NO_SKIPS=1) a skipped test is a failure, unless it needs hardware CI lacks (marker
+    `gpu`).
+    """
     outcome = yield
     report = outcome.get_result()
     if report.skipped and os.environ.get("RAG_NO_SKIPS") == "1" and item.get_closest_marker("gpu") is None:

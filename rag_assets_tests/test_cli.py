@@ -9,7 +9,13 @@ from rag_assets_tests.conftest import write_sources
 
 
 def rag_assets(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag_assets.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_malformed_sources_file_fails_clearly_and_writes_nothing(env, workdir):
@@ -19,7 +25,10 @@ def test_malformed_sources_file_fails_clearly_and_writes_nothing(env, workdir):
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"{workdir / 'sources.yaml'}: source #1 ('notes'): field 'kind': unknown kind 'gitlab'" in result.stderr
+    assert (
+        f"{workdir / 'sources.yaml'}: source #1 ('notes'): field 'kind': unknown kind 'gitlab'"
+        in result.stderr
+    )
     assert not (workdir / "data").exists()
 
 

@@ -15,17 +15,35 @@ ROOT = Path(__file__).parents[1]
 def test_asset_keys_and_lineage_are_the_documented_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_pages", "chunks", "embeddings", "milvus_collection", "eval_queries", "retrieval_eval", "serving_collection"}
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "raw_pages",
+        "chunks",
+        "embeddings",
+        "milvus_collection",
+        "eval_queries",
+        "retrieval_eval",
+        "serving_collection",
+    }
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+        for k in graph.get_all_asset_keys()
+    }
     assert parents == {
-        "raw_pages": set(), "chunks": {"raw_pages"}, "embeddings": {"chunks"}, "milvus_collection": {"chunks", "embeddings"},
-        "eval_queries": {"chunks"}, "retrieval_eval": {"milvus_collection", "eval_queries"}, "serving_collection": {"retrieval_eval"},
+        "raw_pages": set(),
+        "chunks": {"raw_pages"},
+        "embeddings": {"chunks"},
+        "milvus_collection": {"chunks", "embeddings"},
+        "eval_queries": {"chunks"},
+        "retrieval_eval": {"milvus_collection", "eval_queries"},
+        "serving_collection": {"retrieval_eval"},
     }
 
 
 def test_every_asset_is_partitioned_by_source_described_and_single_run():
     for asset in defs.resolve_all_asset_specs():
-        assert asset.partitions_def.name == "sources" and asset.description and asset.group_name == "ingestion"
+        assert (
+            asset.partitions_def.name == "sources" and asset.description and asset.group_name == "ingestion"
+        )
     for assets_def in defs.assets:
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
 
@@ -34,7 +52,9 @@ def test_embedding_step_is_in_pool_gpu_and_the_writer_in_pool_milvus():
     pools = {a.key.to_user_string(): a.node_def.pool for a in defs.assets}
     assert pools["embeddings"] == "gpu" and pools["milvus_collection"] == "milvus"
     # Every other step that holds the model or opens Milvus is in the same pools.
-    assert pools["eval_queries"] == "gpu" and pools["retrieval_eval"] == pools["serving_collection"] == "milvus"
+    assert (
+        pools["eval_queries"] == "gpu" and pools["retrieval_eval"] == pools["serving_collection"] == "milvus"
+    )
     assert defs.resolve_job_def(INGEST_JOB)
 
 

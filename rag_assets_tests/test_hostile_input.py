@@ -48,7 +48,15 @@ def marker() -> str:
 
 
 def github_source(github: FakeGitHub, name: str, repo: str, **extra) -> dict:
-    return {"name": name, "kind": "github", "repo": repo, "ref": "main", "include": ["**/*.md"], "api_url": github.url, **extra}
+    return {
+        "name": name,
+        "kind": "github",
+        "repo": repo,
+        "ref": "main",
+        "include": ["**/*.md"],
+        "api_url": github.url,
+        **extra,
+    }
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: bytes | None = None):
@@ -72,7 +80,17 @@ def read_repo(github: FakeGitHub, source: dict) -> tuple[dict[str, str], PageSta
 # -- Writes to disk, seen through Python's audit hooks (PEP 578) ------------------------------------
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_FS_EVENTS = {"os.symlink", "os.link", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.utime"}
+_FS_EVENTS = {
+    "os.symlink",
+    "os.link",
+    "os.mkdir",
+    "os.rename",
+    "os.remove",
+    "os.rmdir",
+    "os.truncate",
+    "os.chmod",
+    "os.utime",
+}
 _recording: list | None = None
 _hook_installed = False
 
@@ -80,9 +98,11 @@ _hook_installed = False
 def _audit(event: str, args: tuple) -> None:
     if _recording is None:
         return
-    if event == "open" and (isinstance(args[2], int) and args[2] & _WRITE_FLAGS or set(str(args[1] or "")) & set("wax+")):
-        _recording.append((event, args[0]))
-    elif event in _FS_EVENTS:
+    if (
+        event == "open"
+        and (isinstance(args[2], int) and args[2] & _WRITE_FLAGS or set(str(args[1] or "")) & set("wax+"))
+        or event in _FS_EVENTS
+    ):
         _recording.append((event, args[0]))
 
 
@@ -103,7 +123,12 @@ def disk_writes():
 def marker_files(marker: str, *roots: Path) -> list[Path]:
     found = []
     for root in roots:
-        found += [Path(folder, name) for folder, dirs, files in os.walk(root) for name in dirs + files if marker in name]
+        found += [
+            Path(folder, name)
+            for folder, dirs, files in os.walk(root)
+            for name in dirs + files
+            if marker in name
+        ]
     return found + [p for p in Path("/tmp").iterdir() if marker in p.name]
 
 
@@ -123,7 +148,9 @@ HOSTILE_ENTRIES = {
 
 
 @pytest.mark.parametrize("case", HOSTILE_ENTRIES)
-def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(github, marker, tmp_path, monkeypatch, case):
+def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(
+    github, marker, tmp_path, monkeypatch, case
+):
     monkeypatch.chdir(tmp_path)
     github.add_repo("acme/hostile", {"docs/ok.md": OK_PAGE}, extra_members=[HOSTILE_ENTRIES[case](marker)])
 
@@ -139,8 +166,15 @@ def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(github, 
 @pytest.mark.parametrize(
     ("content", "counter", "text"),
     [
-        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary_skipped", None, id="binary_with_md_extension"),
-        pytest.param("# Caf\u00e9\n\nna\u00efve\n".encode("latin-1"), "decoded_with_replacement", "# Caf\ufffd\n\nna\ufffdve\n", id="invalid_utf8"),
+        pytest.param(
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary_skipped", None, id="binary_with_md_extension"
+        ),
+        pytest.param(
+            "# Caf\u00e9\n\nna\u00efve\n".encode("latin-1"),
+            "decoded_with_replacement",
+            "# Caf\ufffd\n\nna\ufffdve\n",
+            id="invalid_utf8",
+        ),
         pytest.param(b"", "empty_pages", "", id="zero_bytes"),
     ],
 )
@@ -180,14 +214,21 @@ def test_file_of_300_mb_is_skipped_without_being_held_in_memory_and_counted(gith
 
 
 def test_decompression_bomb_stops_at_max_total_bytes_in_small_memory_and_says_why(github):
-    files = {"a.md": OK_PAGE, "b/bomb.bin": bytes(200 * MiB), "c.md": OK_PAGE}  # 200 MiB of zeros gzip to ~200 KiB
+    files = {
+        "a.md": OK_PAGE,
+        "b/bomb.bin": bytes(200 * MiB),
+        "c.md": OK_PAGE,
+    }  # 200 MiB of zeros gzip to ~200 KiB
     github.add_repo("acme/bomb", files)
     source = github_source(github, "bomb", "acme/bomb", limits={"max_total_bytes": 8 * MiB})
 
     (pages, stats), peak = traced_peak(lambda: read_repo(github, source))
 
     assert pages == {"a.md": OK_PAGE}  # the bomb is not even selected: every inflated byte counts
-    assert stats.limit_hit == f"max_total_bytes={8 * MiB} reached after 1 pages; the rest of the archive not read"
+    assert (
+        stats.limit_hit
+        == f"max_total_bytes={8 * MiB} reached after 1 pages; the rest of the archive not read"
+    )
     assert stats.bytes_read <= 8 * MiB and peak < 16 * MiB
 
 
@@ -197,7 +238,9 @@ def test_header_record_of_20_mb_is_a_clear_error_without_reading_it(github):
     github.add_repo("acme/header", {}, extra_members=[header])
 
     def read():
-        with pytest.raises(CorruptArchiveError, match=r"header record is over the 1048576-byte limit") as raised:
+        with pytest.raises(
+            CorruptArchiveError, match=r"header record is over the 1048576-byte limit"
+        ) as raised:
             read_repo(github, github_source(github, "header", "acme/header"))
         return raised
 
@@ -214,22 +257,47 @@ def test_hostile_source_lands_only_its_safe_pages_and_a_good_source_beside_it_la
     cwd = workdir / "a" / "b" / "c"  # where '../../..' would have led, had anything been extracted
     cwd.mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    files = {"docs/ok.md": OK_PAGE, "docs/png.md": b"\x89PNG\r\n\x1a\n\x00\x00", "docs/latin1.md": "# Caf\u00e9\n\nna\u00efve text.\n".encode("latin-1"),
-             "docs/empty.md": b""}
-    github.add_repo("acme/hostile", files, extra_members=[entry(marker) for entry in HOSTILE_ENTRIES.values()])
+    files = {
+        "docs/ok.md": OK_PAGE,
+        "docs/png.md": b"\x89PNG\r\n\x1a\n\x00\x00",
+        "docs/latin1.md": "# Caf\u00e9\n\nna\u00efve text.\n".encode("latin-1"),
+        "docs/empty.md": b"",
+    }
+    github.add_repo(
+        "acme/hostile", files, extra_members=[entry(marker) for entry in HOSTILE_ENTRIES.values()]
+    )
     github.add_repo("acme/good", GOOD_FILES)
-    write_sources(settings.sources_file, [github_source(github, "hostile", "acme/hostile"), github_source(github, "good", "acme/good")])
+    write_sources(
+        settings.sources_file,
+        [github_source(github, "hostile", "acme/hostile"), github_source(github, "good", "acme/good")],
+    )
 
     with disk_writes() as writes:
         run_ingest(settings, instance, ["hostile", "good"])
 
-    outside = [path for _, path in writes if not isinstance(path, int) and not _inside(path, workdir, tempfile.gettempdir())]
+    outside = [
+        path
+        for _, path in writes
+        if not isinstance(path, int) and not _inside(path, workdir, tempfile.gettempdir())
+    ]
     assert outside == [] and not [event for event, _ in writes if event in ("os.symlink", "os.link")]
     assert {r["path"] for r in milvus_rows(settings, "hostile").values()} == {"docs/ok.md", "docs/latin1.md"}
-    assert {(r["path"], r["heading"]) for r in milvus_rows(settings, "good").values()} == {("docs/index.md", "Good"), ("docs/index.md", "Good › Usage")}
+    assert {(r["path"], r["heading"]) for r in milvus_rows(settings, "good").values()} == {
+        ("docs/index.md", "Good"),
+        ("docs/index.md", "Good › Usage"),
+    }
     metadata = raw_pages_metadata(instance, "hostile")
-    counts = {k: metadata[k].value for k in ("pages", "unsafe_skipped", "binary_skipped", "decoded_with_replacement", "empty_pages")}
-    assert counts == {"pages": 3, "unsafe_skipped": len(HOSTILE_ENTRIES), "binary_skipped": 1, "decoded_with_replacement": 1, "empty_pages": 1}
+    counts = {
+        k: metadata[k].value
+        for k in ("pages", "unsafe_skipped", "binary_skipped", "decoded_with_replacement", "empty_pages")
+    }
+    assert counts == {
+        "pages": 3,
+        "unsafe_skipped": len(HOSTILE_ENTRIES),
+        "binary_skipped": 1,
+        "decoded_with_replacement": 1,
+        "empty_pages": 1,
+    }
     assert marker_files(marker, workdir) == []
 
 
@@ -251,7 +319,10 @@ def raw_pages_metadata(instance: dg.DagsterInstance, source: str) -> dict:
 
 
 def local_sources(docs_folder: Path, other: Path, **notes) -> list[dict]:
-    return [{"name": "notes", "kind": "local", "path": str(docs_folder), **notes}, {"name": "other", "kind": "local", "path": str(other)}]
+    return [
+        {"name": "notes", "kind": "local", "path": str(docs_folder), **notes},
+        {"name": "other", "kind": "local", "path": str(other)},
+    ]
 
 
 @pytest.fixture
@@ -262,19 +333,28 @@ def other_folder(workdir: Path) -> Path:
     return folder
 
 
-def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row(settings, instance, docs_folder, other_folder):
+def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row(
+    settings, instance, docs_folder, other_folder
+):
     write_sources(settings.sources_file, local_sources(docs_folder, other_folder))
     run_ingest(settings, instance, ["notes", "other"])
     before = {name: milvus_rows(settings, name) for name in ("notes", "other")}
     assert before["notes"] and before["other"]
     cases = {
         "no matching files (on_empty: keep, the default)": (
-            lambda: write_sources(settings.sources_file, local_sources(docs_folder, other_folder, include=["**/*.nothing"])),
+            lambda: write_sources(
+                settings.sources_file, local_sources(docs_folder, other_folder, include=["**/*.nothing"])
+            ),
             r"source 'notes' has no pages .* Its rows in Milvus are kept \(on_empty: keep\)",
         ),
-        "malformed YAML": (lambda: settings.sources_file.write_text("sources: [\n  {name: notes\n"), r"sources.yaml: not valid YAML"),
+        "malformed YAML": (
+            lambda: settings.sources_file.write_text("sources: [\n  {name: notes\n"),
+            r"sources.yaml: not valid YAML",
+        ),
         "a name that would inject into a filter": (
-            lambda: write_sources(settings.sources_file, [{"name": 'x" or 1==1', "kind": "local", "path": str(docs_folder)}]),
+            lambda: write_sources(
+                settings.sources_file, [{"name": 'x" or 1==1', "kind": "local", "path": str(docs_folder)}]
+            ),
             r"field 'name': name 'x\" or 1==1' must be",
         ),
     }
@@ -289,12 +369,17 @@ def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row
     assert milvus_rows(settings, "other") == before["other"]
 
 
-def test_on_empty_delete_empties_a_source_with_no_pages_and_leaves_the_other_alone(settings, instance, docs_folder, other_folder):
+def test_on_empty_delete_empties_a_source_with_no_pages_and_leaves_the_other_alone(
+    settings, instance, docs_folder, other_folder
+):
     write_sources(settings.sources_file, local_sources(docs_folder, other_folder))
     run_ingest(settings, instance, ["notes", "other"])
     other_before = milvus_rows(settings, "other")
 
-    write_sources(settings.sources_file, local_sources(docs_folder, other_folder, include=["**/*.nothing"], on_empty="delete"))
+    write_sources(
+        settings.sources_file,
+        local_sources(docs_folder, other_folder, include=["**/*.nothing"], on_empty="delete"),
+    )
     [notes, _] = run_ingest(settings, instance, ["notes", "other"])
 
     assert milvus_rows(settings, "notes") == {} and notes.counts["deleted"] > 0 and notes.counts["pages"] == 0
@@ -304,7 +389,9 @@ def test_on_empty_delete_empties_a_source_with_no_pages_and_leaves_the_other_alo
 # -- Names and repositories that try to escape their quotes or their path ----------------------------
 
 
-@pytest.mark.parametrize("name", ['x" or 1==1', "x' or '1'=='1", 'x\\" or source != "', "../etc", "a b", "Notes", "a;b", ""])
+@pytest.mark.parametrize(
+    "name", ['x" or 1==1', "x' or '1'=='1", 'x\\" or source != "', "../etc", "a b", "Notes", "a;b", ""]
+)
 def test_source_name_that_could_inject_is_rejected_by_validation(tmp_path, name):
     path = write_sources(tmp_path / "sources.yaml", [{"name": name, "kind": "local", "path": "."}])
     with pytest.raises(SourcesFileError, match=r"source #1.*field 'name'"):
@@ -316,29 +403,61 @@ def test_quote_makes_a_hostile_name_a_plain_literal_in_a_real_milvus_filter(tmp_
     store = MilvusStore(str(tmp_path / "quote.db"), "quote_test")
     try:
         store.ensure_collection(4)
-        rows = [{"id": f"id{i}", "source": name, "path": "p", "url": "u", "heading": "h", "text": "t", "content_hash": "c",
-                 "commit": "c", "model": "m", "vector": [1.0, 0.0, 0.0, float(i)]} for i, name in enumerate(names)]
+        rows = [
+            {
+                "id": f"id{i}",
+                "source": name,
+                "path": "p",
+                "url": "u",
+                "heading": "h",
+                "text": "t",
+                "content_hash": "c",
+                "commit": "c",
+                "model": "m",
+                "vector": [1.0, 0.0, 0.0, float(i)],
+            }
+            for i, name in enumerate(names)
+        ]
         store.client.upsert(store.collection, rows)
         store.client.flush(store.collection)
 
         for i, name in enumerate(names):
             assert [r["id"] for r in store.source_rows(name, ("id",))] == [f"id{i}"], name
         assert store.source_rows('nobody" or source != "', ("id",)) == []
-        # Spliced in unquoted, that last name is an expression that matches every row: quoting is what stops it.
-        injected = store.client.query(store.collection, filter='source == "x" or source != ""', output_fields=["id"])
+        # Spliced in unquoted, that last name is an expression that matches every row: quoting is what stops
+        # it.
+        injected = store.client.query(
+            store.collection, filter='source == "x" or source != ""', output_fields=["id"]
+        )
         assert len(injected) == len(names)
         assert quote('x" or 1==1') == '"x\\" or 1==1"'
         assert store.delete_source('x" or source != "') == 1
-        assert sorted(r["id"] for r in store.client.query(store.collection, filter="", limit=100, output_fields=["id"])) == [
-            f"id{i}" for i in range(len(names)) if i != 2
-        ]
+        assert sorted(
+            r["id"] for r in store.client.query(store.collection, filter="", limit=100, output_fields=["id"])
+        ) == [f"id{i}" for i in range(len(names)) if i != 2]
     finally:
         store.close()
 
 
-REPO_TRICKS = ["../..", "a/b/../../c", "acme/..", "../frob", "%2e%2e/frob", "acme/%2e%2e", "acme/frob/../../x",
-               "https://evil.example/acme/frob", "github.com/acme/frob", "acme/frob?ref=x", "acme/frob#x", "acme\\frob",
-               "acme/frob\n", " acme/frob", "acme//frob", ".../frob", "-/frob"]
+REPO_TRICKS = [
+    "../..",
+    "a/b/../../c",
+    "acme/..",
+    "../frob",
+    "%2e%2e/frob",
+    "acme/%2e%2e",
+    "acme/frob/../../x",
+    "https://evil.example/acme/frob",
+    "github.com/acme/frob",
+    "acme/frob?ref=x",
+    "acme/frob#x",
+    "acme\\frob",
+    "acme/frob\n",
+    " acme/frob",
+    "acme//frob",
+    ".../frob",
+    "-/frob",
+]
 
 
 @pytest.mark.parametrize("repo", REPO_TRICKS)
@@ -361,7 +480,10 @@ def test_run_of_a_source_with_a_path_trick_fails_before_any_request(settings, in
 
 
 def test_tar_names_with_backslashes_or_dot_segments_are_skipped_and_counted(github):
-    members = [member("docs\\..\\..\\evil.md", data=b"# backslash\n"), member("docs/./../../evil2.md", data=b"# dots\n")]
+    members = [
+        member("docs\\..\\..\\evil.md", data=b"# backslash\n"),
+        member("docs/./../../evil2.md", data=b"# dots\n"),
+    ]
     github.add_repo("acme/names", {"docs/ok.md": OK_PAGE}, extra_members=members)
 
     pages, stats = read_repo(github, github_source(github, "names", "acme/names"))
@@ -381,4 +503,8 @@ def test_damaged_entry_header_mid_archive_is_a_clear_error_not_a_shorter_source(
     damaged[second + 148 : second + 156] = b"9999999\0"  # b's header checksum no longer matches
 
     with pytest.raises(CorruptArchiveError, match="a damaged entry header ended it early"):
-        list(iter_tar_pages(io.BytesIO(gzip.compress(bytes(damaged))), include=("**",), exclude=(), stats=PageStats()))
+        list(
+            iter_tar_pages(
+                io.BytesIO(gzip.compress(bytes(damaged))), include=("**",), exclude=(), stats=PageStats()
+            )
+        )

@@ -20,7 +20,8 @@ from rag_assets_tests.conftest import milvus_rows, write_sources
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
     [record] = instance.fetch_materializations(
-        records_filter=dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        records_filter=dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+        limit=1,
     ).records
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
@@ -35,7 +36,11 @@ def notes(settings, instance, docs_folder):
 def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(settings, instance, notes):
     before = milvus_rows(settings, "notes")
     page = notes / "configuration.md"
-    page.write_text(page.read_text().replace("`RAG_DATA_DIR` is the data directory", "`RAG_DATA_DIR` names the folder for all state"))
+    page.write_text(
+        page.read_text().replace(
+            "`RAG_DATA_DIR` is the data directory", "`RAG_DATA_DIR` names the folder for all state"
+        )
+    )
 
     [summary] = run_ingest(settings, instance, ["notes"])
 
@@ -44,7 +49,11 @@ def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(setting
     assert embeddings["cache_hits"] == len(before) - 1
     assert summary.counts["written"] == 1 and summary.counts["deleted"] == 1
     chunks = latest_metadata(instance, "chunks", "notes")
-    assert (chunks["pages_chunked"], chunks["chunks_modified"], chunks["chunks_unchanged"]) == (1, 1, len(before) - 1)
+    assert (chunks["pages_chunked"], chunks["chunks_modified"], chunks["chunks_unchanged"]) == (
+        1,
+        1,
+        len(before) - 1,
+    )
     hits = search("which folder holds all state?")
     assert "names the folder for all state" in hits[0]["text"]
     assert not any("is the data directory" in r["text"] for r in milvus_rows(settings, "notes").values())
@@ -66,12 +75,18 @@ def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes)
 
     embeddings = latest_metadata(instance, "embeddings", "notes")
     writes = latest_metadata(instance, "milvus_collection", "notes")
-    assert embeddings["forward_passes"] == 0 and embeddings["chunks_embedded"] == 0 and embeddings["cache_hit_rate"] == 1.0
+    assert (
+        embeddings["forward_passes"] == 0
+        and embeddings["chunks_embedded"] == 0
+        and embeddings["cache_hit_rate"] == 1.0
+    )
     assert (writes["rows_upserted"], writes["rows_deleted"], writes["write_batches"]) == (0, 0, 0)
     assert latest_metadata(instance, "chunks", "notes")["pages_chunked"] == 0
 
 
-def test_switching_the_model_never_reuses_the_other_models_vectors(settings, instance, notes, workdir, monkeypatch):
+def test_switching_the_model_never_reuses_the_other_models_vectors(
+    settings, instance, notes, workdir, monkeypatch
+):
     other_model = perturbed_copy_of_minilm(workdir / "other-model")
     monkeypatch.setenv("EMBEDDING_MODEL", str(other_model))
     switched = type(settings).from_env()
@@ -85,7 +100,12 @@ def test_switching_the_model_never_reuses_the_other_models_vectors(settings, ins
     store = MilvusStore(switched.milvus_uri, switched.collection)
     try:
         store.client.load_collection(switched.collection)
-        [row] = store.client.query(switched.collection, filter='path == "sources.md"', output_fields=["heading", "text", "vector"], limit=1)
+        [row] = store.client.query(
+            switched.collection,
+            filter='path == "sources.md"',
+            output_fields=["heading", "text", "vector"],
+            limit=1,
+        )
     finally:
         store.close()
     [expected] = other.embed([f"{row['heading']}\n\n{row['text']}"])
@@ -103,7 +123,13 @@ def perturbed_copy_of_minilm(folder):
 
 
 def search(query: str) -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", "rag_assets.cli", "search", query, "--json"], capture_output=True, text=True, env=os.environ, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", "search", query, "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -113,7 +139,13 @@ def test_prune_cache_keeps_exactly_the_vectors_current_chunks_use(settings, inst
     run_ingest(settings, instance, ["notes"])
     live = len(milvus_rows(settings, "notes"))
 
-    result = subprocess.run([sys.executable, "-m", "rag_assets.cli", "prune-cache"], capture_output=True, text=True, env=os.environ, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", "prune-cache"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stderr
     assert f"kept {live} vectors, removed 3" in result.stdout  # searching.md had three sections

@@ -9,13 +9,28 @@ from rag_assets.definitions import build_resources
 from rag_assets.ingest import run_ingest
 from rag_assets.sensors.source_cleanup import PARQUET_ASSETS, SOURCE_CLEANUP_JOB
 from rag_assets_tests.conftest import milvus_rows, write_sources
-from rag_assets_tests.sensors.helpers import apply_partition_requests, cursor_of, execute, runs, skip_message, tick
+from rag_assets_tests.sensors.helpers import (
+    apply_partition_requests,
+    cursor_of,
+    execute,
+    runs,
+    skip_message,
+    tick,
+)
 
 
-def materialize_assets(settings, instance, selection: dg.AssetSelection, source: str) -> dg.ExecuteInProcessResult:
+def materialize_assets(
+    settings, instance, selection: dg.AssetSelection, source: str
+) -> dg.ExecuteInProcessResult:
     """Some of the ingestion assets for one source, as one run."""
-    return dg.materialize(ingestion_assets, selection=selection, resources=build_resources(settings), partition_key=source,
-                          instance=instance, raise_on_error=False)
+    return dg.materialize(
+        ingestion_assets,
+        selection=selection,
+        resources=build_resources(settings),
+        partition_key=source,
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def local(name: str, folder) -> dict:
@@ -29,7 +44,9 @@ def two_sources(workdir, docs_folder) -> tuple[dict, dict]:
     return local("notes", docs_folder), local("guide", guide)
 
 
-def test_added_sources_become_partitions_and_removed_ones_lose_partition_rows_and_files(settings, instance, workdir, docs_folder):
+def test_added_sources_become_partitions_and_removed_ones_lose_partition_rows_and_files(
+    settings, instance, workdir, docs_folder
+):
     notes, guide = two_sources(workdir, docs_folder)
     write_sources(settings.sources_file, [notes, guide])
 
@@ -52,7 +69,9 @@ def test_added_sources_become_partitions_and_removed_ones_lose_partition_rows_an
     assert milvus_rows(settings, "guide") == {}
     assert milvus_rows(settings, "notes") == notes_rows
     assert not list(settings.artifacts_dir.glob("*/guide.parquet"))
-    assert len(list(settings.artifacts_dir.glob("*/notes.parquet"))) == len(PARQUET_ASSETS)  # every parquet asset's file
+    assert len(list(settings.artifacts_dir.glob("*/notes.parquet"))) == len(
+        PARQUET_ASSETS
+    )  # every parquet asset's file
 
 
 def test_cleanup_spares_a_source_that_is_back_in_the_file(settings, instance, workdir, docs_folder):
@@ -69,7 +88,9 @@ def test_cleanup_spares_a_source_that_is_back_in_the_file(settings, instance, wo
     assert milvus_rows(settings, "guide") == before
 
 
-def test_a_run_under_way_when_its_source_is_removed_does_not_write_it_and_the_cleanup_removes_it(settings, instance, workdir, docs_folder):
+def test_a_run_under_way_when_its_source_is_removed_does_not_write_it_and_the_cleanup_removes_it(
+    settings, instance, workdir, docs_folder
+):
     notes, guide = two_sources(workdir, docs_folder)
     write_sources(settings.sources_file, [notes, guide])
     run_ingest(settings, instance, ["notes", "guide"])
@@ -85,7 +106,9 @@ def test_a_run_under_way_when_its_source_is_removed_does_not_write_it_and_the_cl
 
     assert finished.success
     assert milvus_rows(settings, "guide") == before  # the new section was not written
-    assert any("'guide' is no longer in" in record.user_message for record in instance.all_logs(finished.run_id))
+    assert any(
+        "'guide' is no longer in" in record.user_message for record in instance.all_logs(finished.run_id)
+    )
     notes_rows = milvus_rows(settings, "notes")
     assert execute(settings, instance, cleanup).success
     assert milvus_rows(settings, "guide") == {}
@@ -106,7 +129,9 @@ def test_changed_definition_requests_a_run_for_that_source_only(settings, instan
     assert skip_message(tick(settings, instance, "sources_sensor", cursor_of(changed)))
 
 
-def test_edited_local_file_requests_a_run_for_just_that_source_and_the_run_updates_its_rows(settings, instance, workdir, docs_folder):
+def test_edited_local_file_requests_a_run_for_just_that_source_and_the_run_updates_its_rows(
+    settings, instance, workdir, docs_folder
+):
     notes, guide = two_sources(workdir, docs_folder)
     write_sources(settings.sources_file, [notes, guide])
     first = tick(settings, instance, "sources_sensor")

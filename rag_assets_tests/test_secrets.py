@@ -31,12 +31,24 @@ def github():
 
 
 def github_source(github: FakeGitHub) -> dict:
-    return {"name": "frob", "kind": "github", "repo": "acme/frob", "ref": "main", "include": ["docs/**/*.md"], "api_url": github.url}
+    return {
+        "name": "frob",
+        "kind": "github",
+        "repo": "acme/frob",
+        "ref": "main",
+        "include": ["docs/**/*.md"],
+        "api_url": github.url,
+    }
 
 
 def rag_assets(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag_assets.cli", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def instance_records(instance: dg.DagsterInstance) -> list[str]:
@@ -50,15 +62,23 @@ def instance_records(instance: dg.DagsterInstance) -> list[str]:
 
 
 def files_holding(secret: str, root: Path) -> list[Path]:
-    """Every file under root (instance storage and compute logs, parquet, caches, Milvus) that contains the secret."""
+    """Every file under root (instance storage and compute logs, parquet, caches, Milvus) that contains the
+    secret."""
     needle = secret.encode()
     return [path for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
-def test_tokens_appear_nowhere_after_a_good_run_and_two_runs_that_fail_after_authenticating(env, settings, instance, github, workdir):
+def test_tokens_appear_nowhere_after_a_good_run_and_two_runs_that_fail_after_authenticating(
+    env, settings, instance, github, workdir
+):
     github.add_repo("acme/frob", FILES)
     write_sources(settings.sources_file, [github_source(github)])
-    secrets = {"GITHUB_TOKEN": GITHUB_TOKEN, "MILVUS_TOKEN": MILVUS_TOKEN, "RAG_RETRY_ATTEMPTS": "2", "RAG_RETRY_BASE_SECONDS": "0"}
+    secrets = {
+        "GITHUB_TOKEN": GITHUB_TOKEN,
+        "MILVUS_TOKEN": MILVUS_TOKEN,
+        "RAG_RETRY_ATTEMPTS": "2",
+        "RAG_RETRY_BASE_SECONDS": "0",
+    }
 
     def ingest() -> subprocess.CompletedProcess:
         return rag_assets("ingest", "--verbose", env={**env, **secrets})
@@ -71,19 +91,30 @@ def test_tokens_appear_nowhere_after_a_good_run_and_two_runs_that_fail_after_aut
     corrupt = ingest()
 
     assert good.returncode == 0, good.stderr
-    assert server_errors.returncode == 1 and "gave up after 2 tries; last answer: HTTP 500" in server_errors.stderr
+    assert (
+        server_errors.returncode == 1
+        and "gave up after 2 tries; last answer: HTTP 500" in server_errors.stderr
+    )
     assert corrupt.returncode == 1 and "archive is truncated or corrupt" in corrupt.stderr
-    assert {r.headers.get("authorization") for r in github.requests if r.path.startswith("/repos/")} == {f"Bearer {GITHUB_TOKEN}"}
+    assert {r.headers.get("authorization") for r in github.requests if r.path.startswith("/repos/")} == {
+        f"Bearer {GITHUB_TOKEN}"
+    }
     statuses = [record.dagster_run.status for record in instance.get_run_records()]
-    assert sorted(statuses, key=str) == sorted([dg.DagsterRunStatus.SUCCESS] + [dg.DagsterRunStatus.FAILURE] * 2, key=str)
-    assert list((workdir / "dagster_home" / "storage").rglob("compute_logs/*.err"))  # the scan below reads them too
+    assert sorted(statuses, key=str) == sorted(
+        [dg.DagsterRunStatus.SUCCESS] + [dg.DagsterRunStatus.FAILURE] * 2, key=str
+    )
+    assert list(
+        (workdir / "dagster_home" / "storage").rglob("compute_logs/*.err")
+    )  # the scan below reads them too
     searched = [p.stdout + p.stderr for p in (good, server_errors, corrupt)] + instance_records(instance)
     for token in (GITHUB_TOKEN, MILVUS_TOKEN):
         assert not [text for text in searched if token in text]
         assert files_holding(token, workdir) == []
 
 
-def test_sensor_cursor_skip_reason_and_logs_never_hold_the_token(env, settings, instance, github, monkeypatch, caplog, capfd):
+def test_sensor_cursor_skip_reason_and_logs_never_hold_the_token(
+    env, settings, instance, github, monkeypatch, caplog, capfd
+):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("GITHUB_TOKEN", GITHUB_TOKEN)
     sha = github.add_repo("acme/frob", FILES)
@@ -99,7 +130,9 @@ def test_sensor_cursor_skip_reason_and_logs_never_hold_the_token(env, settings, 
 
     assert json.loads(cursor_of(first)) == {"frob": sha} == json.loads(cursor_of(failed))
     assert "rate limit" in skip_message(limited)
-    assert {r.headers["authorization"] for r in github.requests} == {f"Bearer {GITHUB_TOKEN}"} and len(github.requests) == 3
+    assert {r.headers["authorization"] for r in github.requests} == {f"Bearer {GITHUB_TOKEN}"} and len(
+        github.requests
+    ) == 3
     assert [r.status for r in github.requests] == [200, 500, 403]
     printed = capfd.readouterr()
     seen = [str(cursor_of(r)) + str(skip_message(r)) + repr(r) for r in (first, failed, limited)]
@@ -114,10 +147,16 @@ def test_sensor_cursor_skip_reason_and_logs_never_hold_the_token(env, settings, 
         ({"token": GITHUB_TOKEN}, "token", "secrets never go in the sources file"),
         ({"github_token": GITHUB_TOKEN}, "github_token", "environment variable"),
         ({"token_env": GITHUB_TOKEN}, "token_env", "name of an environment variable"),
-        ({"api_url": f"https://x-access-token:{GITHUB_TOKEN}@github.example"}, "api_url", "must not carry credentials"),
+        (
+            {"api_url": f"https://x-access-token:{GITHUB_TOKEN}@github.example"},
+            "api_url",
+            "must not carry credentials",
+        ),
     ],
 )
-def test_a_token_written_into_the_sources_file_is_refused_without_being_repeated(tmp_path, entry, field, words):
+def test_a_token_written_into_the_sources_file_is_refused_without_being_repeated(
+    tmp_path, entry, field, words
+):
     source = {"name": "frob", "kind": "github", "repo": "acme/frob", **entry}
     path = write_sources(tmp_path / "sources.yaml", [source])
 

@@ -12,7 +12,9 @@ def load(tmp_path, text: str):
 
 
 def test_documented_example_loads_with_defaults_and_resolved_paths(tmp_path):
-    _, read = load(tmp_path, """
+    _, read = load(
+        tmp_path,
+        """
 sources:
   - name: django_docs
     kind: github
@@ -25,10 +27,14 @@ sources:
     kind: local
     path: ./docs
     include: ["**/*.md"]
-""")
+""",
+    )
     github, local = read()
     assert isinstance(github, GitHubSource) and github.api_url == "https://api.github.com"
-    assert github.page_url("a" * 40, "docs/index.txt") == f"https://github.com/django/django/blob/{'a' * 40}/docs/index.txt"
+    assert (
+        github.page_url("a" * 40, "docs/index.txt")
+        == f"https://github.com/django/django/blob/{'a' * 40}/docs/index.txt"
+    )
     assert isinstance(local, LocalSource) and local.path == (tmp_path / "docs").resolve()
 
 
@@ -36,7 +42,11 @@ sources:
     ("entries", "field", "words"),
     [
         ("- {name: a, kind: ftp}", "kind", "unknown kind 'ftp'"),
-        ("- {name: a, kind: local, path: x}\n  - {name: a, kind: local, path: y}", "name", "duplicate name 'a'"),
+        (
+            "- {name: a, kind: local, path: x}\n  - {name: a, kind: local, path: y}",
+            "name",
+            "duplicate name 'a'",
+        ),
         ("- {name: 'Bad Name', kind: local, path: x}", "name", "lowercase letters"),
         ("- {name: a, kind: github}", "repo", "Field required"),
         ("- {name: a, kind: github, repo: '../../etc'}", "repo", "owner/name"),
@@ -52,7 +62,9 @@ def test_invalid_entry_is_named_with_its_field(tmp_path, entries, field, words):
     with pytest.raises(SourcesFileError) as raised:
         read()
     message = str(raised.value)
-    assert str(path) in message and "source #" in message and f"field '{field}" in message and words in message
+    assert (
+        str(path) in message and "source #" in message and f"field '{field}" in message and words in message
+    )
 
 
 def test_malformed_yaml_names_the_file(tmp_path):

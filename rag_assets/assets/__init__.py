@@ -1,4 +1,5 @@
-"""The asset graph, one module per asset, in data order: raw_pages -> chunks -> embeddings -> milvus_collection."""
+"""The asset graph, one module per asset, in data order: raw_pages -> chunks -> embeddings ->
+milvus_collection."""
 
 from rag_assets.assets.chunks import chunks
 from rag_assets.assets.embeddings import embeddings

@@ -70,12 +70,19 @@ def chunks(
 
 
 def chunk_source(
-    source: str, pages: pd.DataFrame, previous: pd.DataFrame | None, embedder: EmbedderResource, fingerprint: str
+    source: str,
+    pages: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    embedder: EmbedderResource,
+    fingerprint: str,
 ) -> tuple[pd.DataFrame, int]:
     """The source's chunk frame, in page order, and how many pages had to be chunked afresh."""
     if previous is not None and "chunker" in previous and len(previous):
         previous = previous[previous["chunker"] == fingerprint]
-        kept = previous.merge(pages[["path", "content_hash"]].rename(columns={"content_hash": "page_hash"}), on=["path", "page_hash"])
+        kept = previous.merge(
+            pages[["path", "content_hash"]].rename(columns={"content_hash": "page_hash"}),
+            on=["path", "page_hash"],
+        )
     else:
         kept = pd.DataFrame(columns=[*CHUNK_COLUMNS, "chunker"])
     todo = pages[~pages["path"].isin(set(kept["path"]))]
@@ -88,7 +95,14 @@ def chunk_source(
         workers=os.cpu_count() or 1,
     )
     fresh = [
-        {**chunk.__dict__, "source": source, "url": page.url, "commit": page.commit, "page_hash": page.content_hash, "chunker": fingerprint}
+        {
+            **chunk.__dict__,
+            "source": source,
+            "url": page.url,
+            "commit": page.commit,
+            "page_hash": page.content_hash,
+            "chunker": fingerprint,
+        }
         for page, page_chunks in zip(todo.itertuples(index=False), results)
         for chunk in page_chunks
     ]
@@ -108,7 +122,9 @@ def cap_chunks(frame: pd.DataFrame, max_chunks: int) -> tuple[pd.DataFrame, str]
     fits = per_page[per_page.cumsum() <= max_chunks].index
     kept = frame[frame["path"].isin(set(fits))]
     left_out = per_page.drop(fits)
-    reason = f"max_chunks={max_chunks} reached; {int(left_out.sum())} chunks of {len(left_out)} pages not kept"
+    reason = (
+        f"max_chunks={max_chunks} reached; {int(left_out.sum())} chunks of {len(left_out)} pages not kept"
+    )
     return kept.reset_index(drop=True), reason
 
 
@@ -124,7 +140,11 @@ def chunk_preview(frame: pd.DataFrame, limit: int = PREVIEW_CHUNKS) -> str:
         text = " ".join(str(chunk.text).split())
         text = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
         breadcrumb = f"**{_escape(chunk.heading)}**" if chunk.heading else "*(no heading)*"
-        lines += [f"{number}. {breadcrumb} · `{chunk.path}` · {chunk.tokens} tokens", f"   > {_escape(text)}", ""]
+        lines += [
+            f"{number}. {breadcrumb} · `{chunk.path}` · {chunk.tokens} tokens",
+            f"   > {_escape(text)}",
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -27,7 +27,9 @@ GPU_STEP_TAGS = {
     io_manager_key="parquet_io_manager",
     op_tags=GPU_STEP_TAGS,
 )
-def embeddings(context: dg.AssetExecutionContext, chunks: dict[str, pd.DataFrame], embedder: EmbedderResource) -> dict[str, pd.DataFrame]:
+def embeddings(
+    context: dg.AssetExecutionContext, chunks: dict[str, pd.DataFrame], embedder: EmbedderResource
+) -> dict[str, pd.DataFrame]:
     """A unit-length vector for each chunk's breadcrumb and text.
 
     All partitions of a run are embedded in this one step, by one model load. Texts the model has
@@ -39,12 +41,23 @@ def embeddings(context: dg.AssetExecutionContext, chunks: dict[str, pd.DataFrame
     try:
         frames = {}
         for key, frame in chunks.items():
-            started, before = time.perf_counter(), (model.stats.tokens, model.stats.batches, model.stats.seconds)
+            started, before = (
+                time.perf_counter(),
+                (model.stats.tokens, model.stats.batches, model.stats.seconds),
+            )
             vectors, hits = embed_with_cache(model, cache, frame)
             frames[key] = pd.DataFrame(
-                {"id": frame["id"], "content_hash": frame["content_hash"], "model": model.identity, "vector": list(vectors)}
+                {
+                    "id": frame["id"],
+                    "content_hash": frame["content_hash"],
+                    "model": model.identity,
+                    "vector": list(vectors),
+                }
             )
-            tokens, batches, seconds = (now - then for now, then in zip((model.stats.tokens, model.stats.batches, model.stats.seconds), before))
+            tokens, batches, seconds = (
+                now - then
+                for now, then in zip((model.stats.tokens, model.stats.batches, model.stats.seconds), before)
+            )
             context.add_asset_metadata(
                 {
                     "dagster/row_count": len(frame),
@@ -70,7 +83,11 @@ def embed_with_cache(model, cache, frame: pd.DataFrame) -> tuple[np.ndarray, int
     """Vectors for a chunk frame; only texts missing from the cache reach the model."""
     hashes = list(frame["content_hash"])
     known = cache.get_many(hashes)
-    missing = {h: embedding_input(heading, text) for h, heading, text in zip(hashes, frame["heading"], frame["text"]) if h not in known}
+    missing = {
+        h: embedding_input(heading, text)
+        for h, heading, text in zip(hashes, frame["heading"], frame["text"])
+        if h not in known
+    }
     if missing:
         fresh = model.embed(list(missing.values()))
         computed = dict(zip(missing, fresh))

@@ -9,7 +9,7 @@ as a step of ingest runs.
 """
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -22,15 +22,25 @@ from rag_assets.sources import SourcesFileError
 FRESHNESS_CHECK_JOB = "freshness_check_job"
 
 
-@dg.asset_check(asset=milvus_collection, blocking=False, description="Warns when a source is staler than its max_staleness_hours.")
-def sources_are_fresh(context: dg.AssetCheckExecutionContext, sources: SourcesResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=milvus_collection,
+    blocking=False,
+    description="Warns when a source is staler than its max_staleness_hours.",
+)
+def sources_are_fresh(
+    context: dg.AssetCheckExecutionContext, sources: SourcesResource
+) -> dg.AssetCheckResult:
     try:
         configured = sources.load()
     except SourcesFileError as error:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(error))
     registered = set(context.instance.get_dynamic_partitions(source_partitions.name))
     now = time.time()
-    states = [source_freshness(context.instance, s.name, s.max_staleness_hours) for s in configured if s.name in registered]
+    states = [
+        source_freshness(context.instance, s.name, s.max_staleness_hours)
+        for s in configured
+        if s.name in registered
+    ]
     stale = [s.source for s in states if s.is_stale(now)]
     known = [v for s in states if (v := s.staleness_seconds(now)) is not None]
     return dg.AssetCheckResult(
@@ -59,11 +69,13 @@ def source_freshness(instance: dg.DagsterInstance, source: str, limit_hours: flo
         dg.RunsFilter(
             tags={"dagster/partition": source},
             statuses=[dg.DagsterRunStatus.FAILURE],
-            created_after=datetime.fromtimestamp(searchable_at, timezone.utc),
+            created_after=datetime.fromtimestamp(searchable_at, UTC),
         )
     )
     failed_since = min((r.create_timestamp.timestamp() for r in failures), default=None)
-    return SourceFreshness(source, limit_hours, _epoch(metadata.get("source_time")), searchable_at, failed_since)
+    return SourceFreshness(
+        source, limit_hours, _epoch(metadata.get("source_time")), searchable_at, failed_since
+    )
 
 
 def _epoch(value) -> float | None:
@@ -83,5 +95,7 @@ def _report(states: list[SourceFreshness], now: float) -> str:
     for state in states:
         staleness = state.staleness_seconds(now)
         shown = "never written" if staleness is None else f"{staleness / 3600:.2f}"
-        lines.append(f"| {state.source} | {shown} | {state.limit_hours:g} | {'no' if state.is_stale(now) else 'yes'} |")
+        lines.append(
+            f"| {state.source} | {shown} | {state.limit_hours:g} | {'no' if state.is_stale(now) else 'yes'} |"
+        )
     return "\n".join(lines)

@@ -40,6 +40,10 @@ def milvus_collection(
         embedded = embeddings[key].set_index("id")
         missing = set(frame["id"]) - set(embedded.index)
         if missing:
-            raise ValueError(f"source {key!r}: {len(missing)} chunks have no embedding; re-materialize embeddings")
-        rows[key] = frame.assign(vector=frame["id"].map(embedded["vector"]), model=frame["id"].map(embedded["model"]))[ROW_FIELDS]
+            raise ValueError(
+                f"source {key!r}: {len(missing)} chunks have no embedding; re-materialize embeddings"
+            )
+        rows[key] = frame.assign(
+            vector=frame["id"].map(embedded["vector"]), model=frame["id"].map(embedded["model"])
+        )[ROW_FIELDS]
     return rows

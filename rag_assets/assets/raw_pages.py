@@ -1,7 +1,7 @@
 """raw_pages: every selected page of one source, as text, with where it came from."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -74,10 +74,11 @@ def raw_pages(
 def fetch_pages(
     source, github: GitHubResource, previous: pd.DataFrame | None, web: WebResource | None = None
 ) -> tuple[pd.DataFrame, PageStats, str, dict]:
-    """All pages of one source as a frame, the counts of what was skipped, the version read, and extra metadata."""
+    """All pages of one source as a frame, the counts of what was skipped, the version read, and extra
+    metadata."""
     stats = PageStats()
     definition = content_hash(source.model_dump_json())
-    fetched_at = datetime.now(timezone.utc)
+    fetched_at = datetime.now(UTC)
     if isinstance(source, GitHubSource):
         with github.client(source) as client:
             info = github.resolve_commit_info(source, client)
@@ -89,10 +90,17 @@ def fetch_pages(
         page_commit = {p.path: commit for p in pages}
     elif isinstance(source, LocalSource):
         limits = source.limits.read_limits()
-        pages = list(iter_folder_pages(
-            source.path, include=source.include, exclude=source.exclude, stats=stats,
-            max_file_bytes=limits.max_file_bytes, max_pages=limits.max_pages, max_total_bytes=limits.max_total_bytes,
-        ))
+        pages = list(
+            iter_folder_pages(
+                source.path,
+                include=source.include,
+                exclude=source.exclude,
+                stats=stats,
+                max_file_bytes=limits.max_file_bytes,
+                max_pages=limits.max_pages,
+                max_total_bytes=limits.max_total_bytes,
+            )
+        )
         page_commit = {p.path: _mtime(source, p.path) for p in pages}
         version, extra = f"{definition}:local", {"source_time": dg.MetadataValue.timestamp(fetched_at)}
     elif isinstance(source, WebSource):
@@ -120,9 +128,12 @@ def check_not_empty(source, frame: pd.DataFrame, stats: PageStats) -> None:
     if len(frame) or source.on_empty == "delete":
         return
     raise NoPagesError(
-        f"source {source.name!r} has no pages (include {list(source.include)}, exclude {list(source.exclude)}; "
-        f"skipped: {stats.binary_skipped} binary, {stats.too_large_skipped} too large, {stats.unsafe_skipped} unsafe). "
-        f"Its rows in Milvus are kept (on_empty: keep): fix the source, or set on_empty: delete to remove them."
+        f"source {source.name!r} has no pages (include {list(source.include)}, exclude "
+        f"{list(source.exclude)}; "
+        f"skipped: {stats.binary_skipped} binary, {stats.too_large_skipped} too large, "
+        f"{stats.unsafe_skipped} unsafe). "
+        "Its rows in Milvus are kept (on_empty: keep): fix the source, or set on_empty: delete to "
+        "remove them."
     )
 
 
@@ -130,19 +141,33 @@ def _mtime(source: LocalSource, path: str) -> str:
     return pd.Timestamp((source.path / path).stat().st_mtime, unit="s", tz="UTC").isoformat()
 
 
-def _web_pages(source: WebSource, web: WebResource | None, definition: str) -> tuple[pd.DataFrame, PageStats, str, dict]:
+def _web_pages(
+    source: WebSource, web: WebResource | None, definition: str
+) -> tuple[pd.DataFrame, PageStats, str, dict]:
     if web is None:
         raise TypeError(f"source {source.name!r} is a website but no web resource was given")
     result = web.crawl(source)
     version = f"{definition}:web"
     rows = [
-        {"source": source.name, "path": p.path, "url": p.url, "text": p.text, "content_hash": p.content_hash,
-         "commit": p.version, "format": "markdown", "version": version}
+        {
+            "source": source.name,
+            "path": p.path,
+            "url": p.url,
+            "text": p.text,
+            "content_hash": p.content_hash,
+            "commit": p.version,
+            "format": "markdown",
+            "version": version,
+        }
         for p in result.pages
     ]
     stats = PageStats(
-        matched=len(rows) + result.stats.too_large, pages=len(rows), too_large_skipped=result.stats.too_large,
-        bytes_read=result.stats.bytes_read, limit_hit=result.stats.limit_hit, notes=result.stats.notes,
+        matched=len(rows) + result.stats.too_large,
+        pages=len(rows),
+        too_large_skipped=result.stats.too_large,
+        bytes_read=result.stats.bytes_read,
+        limit_hit=result.stats.limit_hit,
+        notes=result.stats.notes,
     )
     extra = {**result.stats.as_metadata(), "source_time": dg.MetadataValue.timestamp(result.fetched_at)}
     return pd.DataFrame(rows, columns=PAGE_COLUMNS), stats, version, extra

@@ -14,7 +14,13 @@ import pandas as pd
 
 from rag_assets.assets.milvus_collection import milvus_collection
 from rag_assets.core.evaluation import (
-    EvalQuery, RetrievalScores, file_queries, first_relevant_rank, heading_queries, score_ranks, stable_sample,
+    EvalQuery,
+    RetrievalScores,
+    file_queries,
+    first_relevant_rank,
+    heading_queries,
+    score_ranks,
+    stable_sample,
 )
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
@@ -56,27 +62,34 @@ def eval_queries(
         queries, skipped = source_queries(key, frame, evaluation)
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         vectors, embedded = embed_queries(model, queries, previous)
-        frames[key] = pd.DataFrame({
-            "query": [q.text for q in queries],
-            "origin": [q.origin for q in queries],
-            "relevant": [sorted(q.relevant) for q in queries],
-            "model": model.identity,
-            "vector": list(vectors),
-        })
-        context.add_asset_metadata({
-            "dagster/row_count": len(queries),
-            "heading_queries": sum(q.origin == "heading" for q in queries),
-            "file_queries": sum(q.origin == "file" for q in queries),
-            "file_lines_skipped": len(skipped),
-            "queries_embedded": embedded,
-            "model": model.identity,
-        }, partition_key=key)
+        frames[key] = pd.DataFrame(
+            {
+                "query": [q.text for q in queries],
+                "origin": [q.origin for q in queries],
+                "relevant": [sorted(q.relevant) for q in queries],
+                "model": model.identity,
+                "vector": list(vectors),
+            }
+        )
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": len(queries),
+                "heading_queries": sum(q.origin == "heading" for q in queries),
+                "file_queries": sum(q.origin == "file" for q in queries),
+                "file_lines_skipped": len(skipped),
+                "queries_embedded": embedded,
+                "model": model.identity,
+            },
+            partition_key=key,
+        )
         for note in skipped:
             context.log.warning(note)
     return frames
 
 
-def source_queries(source: str, chunks: pd.DataFrame, evaluation: EvaluationResource) -> tuple[list[EvalQuery], list[str]]:
+def source_queries(
+    source: str, chunks: pd.DataFrame, evaluation: EvaluationResource
+) -> tuple[list[EvalQuery], list[str]]:
     """Heading queries (sampled) and the user's queries file, if the source has one."""
     queries = stable_sample(heading_queries(zip(chunks["id"], chunks["heading"])), evaluation.max_queries)
     path = evaluation.queries_file(source)
@@ -114,7 +127,10 @@ def embed_queries(model, queries: list[EvalQuery], previous: pd.DataFrame | None
             RECALL_CHECK,
             asset="retrieval_eval",
             blocking=True,
-            description="recall@RAG_EVAL_K >= RAG_MIN_RECALL for every source; ERROR (stops the run) when RAG_EVAL_BLOCKING, else WARN.",
+            description=(
+                "recall@RAG_EVAL_K >= RAG_MIN_RECALL for every source; "
+                "ERROR (stops the run) when RAG_EVAL_BLOCKING, else WARN."
+            ),
         )
     ],
 )
@@ -135,7 +151,9 @@ def retrieval_eval(
     try:
         for key, queries in eval_queries.items():
             frames[key], scores[key] = evaluate_source(store, key, queries, milvus.model_identity, evaluation)
-            context.add_asset_metadata(source_metadata(scores[key], frames[key], store.collection, evaluation), partition_key=key)
+            context.add_asset_metadata(
+                source_metadata(scores[key], frames[key], store.collection, evaluation), partition_key=key
+            )
     finally:
         store.close()
     yield dg.Output(frames)
@@ -143,18 +161,33 @@ def retrieval_eval(
 
 
 def evaluate_source(
-    store: MilvusStore, source: str, queries: pd.DataFrame, identity: str | None, evaluation: EvaluationResource
+    store: MilvusStore,
+    source: str,
+    queries: pd.DataFrame,
+    identity: str | None,
+    evaluation: EvaluationResource,
 ) -> tuple[pd.DataFrame, RetrievalScores]:
     if identity and len(queries) and set(queries["model"]) != {identity}:
-        raise ValueError(f"source {source!r}: eval queries embedded by another model than {identity}: re-materialize eval_queries")
+        raise ValueError(
+            f"source {source!r}: eval queries embedded by another model than {identity}: re-materialize "
+            "eval_queries"
+        )
     depth = max(evaluation.ks)
-    ranked = store.search_ids(np.stack(queries["vector"].to_numpy()), limit=depth, source=source) if len(queries) else []
+    ranked = (
+        store.search_ids(np.stack(queries["vector"].to_numpy()), limit=depth, source=source)
+        if len(queries)
+        else []
+    )
     ranks = [first_relevant_rank(hits, set(relevant)) for hits, relevant in zip(ranked, queries["relevant"])]
-    frame = queries[["query", "origin", "relevant"]].assign(first_relevant_rank=pd.array(ranks, dtype="Int64"))
+    frame = queries[["query", "origin", "relevant"]].assign(
+        first_relevant_rank=pd.array(ranks, dtype="Int64")
+    )
     return frame, score_ranks(ranks, evaluation.ks, depth)
 
 
-def source_metadata(scores: RetrievalScores, frame: pd.DataFrame, collection: str, evaluation: EvaluationResource) -> dict:
+def source_metadata(
+    scores: RetrievalScores, frame: pd.DataFrame, collection: str, evaluation: EvaluationResource
+) -> dict:
     recall = scores.recall(evaluation.k)
     ranks = frame["first_relevant_rank"].fillna(scores.depth + 1).astype(int)
     misses = frame.loc[ranks > evaluation.k, "query"].head(MISSES_SHOWN)
@@ -168,19 +201,25 @@ def source_metadata(scores: RetrievalScores, frame: pd.DataFrame, collection: st
     }
 
 
-def threshold_result(scores: dict[str, RetrievalScores], evaluation: EvaluationResource) -> dg.AssetCheckResult:
+def threshold_result(
+    scores: dict[str, RetrievalScores], evaluation: EvaluationResource
+) -> dg.AssetCheckResult:
     """One result for the run's sources: which fall below the minimum recall@k."""
     k, minimum = evaluation.k, evaluation.min_recall
     below = sorted(s for s, v in scores.items() if v.queries and v.recall(k) < minimum)
     rows = [f"| {s} | {v.queries} | {v.recall(k):.3f} | {v.mrr:.3f} |" for s, v in scores.items()]
-    table = "\n".join([f"| source | queries | recall@{k} | MRR@{max(evaluation.ks)} |", "| --- | --- | --- | --- |", *rows])
+    table = "\n".join(
+        [f"| source | queries | recall@{k} | MRR@{max(evaluation.ks)} |", "| --- | --- | --- | --- |", *rows]
+    )
     measured = [v.recall(k) for v in scores.values() if v.queries]
     return dg.AssetCheckResult(
         check_name=RECALL_CHECK,
         passed=not below,
         severity=evaluation.severity,
         description=(
-            f"recall@{k} below {minimum} for {', '.join(below)}" if below else f"{len(scores)} source(s) at recall@{k} >= {minimum}"
+            f"recall@{k} below {minimum} for {', '.join(below)}"
+            if below
+            else f"{len(scores)} source(s) at recall@{k} >= {minimum}"
         ),
         metadata={
             "sources": dg.MetadataValue.md(table),

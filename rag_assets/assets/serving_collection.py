@@ -38,12 +38,18 @@ def serving_collection(
     try:
         candidate, before = store.collection, serving_target(store.client, milvus.collection)
         decision = decide_promotion(
-            serving=before, candidate=candidate, registered=registered, evaluations=evaluations, require_pass=evaluation.blocking
+            serving=before,
+            candidate=candidate,
+            registered=registered,
+            evaluations=evaluations,
+            require_pass=evaluation.blocking,
         )
         moved = decision.promote and store.dimension() is not None
         if moved:
             point_alias(store.client, milvus.collection, candidate)
-            context.log.info(f"{milvus.collection!r} now serves {candidate!r} (was {before!r}): {decision.reason}")
+            context.log.info(
+                f"{milvus.collection!r} now serves {candidate!r} (was {before!r}): {decision.reason}"
+            )
     finally:
         store.close()
     metadata = {
@@ -72,5 +78,8 @@ def latest_evaluations(instance: dg.DagsterInstance, sources: list[str]) -> dict
             metadata = records[0].asset_materialization.metadata
             if "collection" in metadata:
                 met = metadata.get("meets_threshold")
-                found[source] = (str(metadata["collection"].value), bool(met.value) if met is not None else False)
+                found[source] = (
+                    str(metadata["collection"].value),
+                    bool(met.value) if met is not None else False,
+                )
     return found

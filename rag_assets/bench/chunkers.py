@@ -103,14 +103,22 @@ def lenient_spans(text: str, pieces: list[str]) -> list[Span | None]:
 
 
 def project_arms(pages: list[PageToChunk], embedder: Embedder) -> tuple[ArmChunks, ArmChunks]:
-    chunked = chunk_pages(SOURCE, pages, model_dir=embedder.model_dir, max_tokens=embedder.max_seq_length, workers=os.cpu_count() or 1)
+    chunked = chunk_pages(
+        SOURCE,
+        pages,
+        model_dir=embedder.model_dir,
+        max_tokens=embedder.max_seq_length,
+        workers=os.cpu_count() or 1,
+    )
     index, spans, with_crumbs, text_only = [], [], [], []
     for number, (page, chunks) in enumerate(zip(pages, chunked)):
         index += [number] * len(chunks)
         spans += lenient_spans(page.text, [c.text for c in chunks])
         with_crumbs += [c.embedding_input for c in chunks]
         text_only += [c.text for c in chunks]
-    return ArmChunks("project", index, spans, with_crumbs), ArmChunks("project_text_only", index, spans, text_only)
+    return ArmChunks("project", index, spans, with_crumbs), ArmChunks(
+        "project_text_only", index, spans, text_only
+    )
 
 
 def fixed_arm(pages: list[PageToChunk], chars: int, overlap: int) -> ArmChunks:
@@ -143,7 +151,9 @@ def relevant_chunks(arm: ArmChunks, sections: list[tuple[int, Span]]) -> set[int
     return {chunk for page, body in sections for chunk, span in by_page.get(page, []) if answers(span, body)}
 
 
-def evaluate_arm(arm: ArmChunks, queries: np.ndarray, sections: list, embedder: Embedder, ks: tuple[int, ...]) -> dict:
+def evaluate_arm(
+    arm: ArmChunks, queries: np.ndarray, sections: list, embedder: Embedder, ks: tuple[int, ...]
+) -> dict:
     started = time.perf_counter()
     vectors = embedder.embed(arm.inputs)
     seconds = time.perf_counter() - started
@@ -169,7 +179,10 @@ def run_experiment(experiment: ChunkerExperiment, log=print) -> dict:
     embedder = Embedder(experiment.model, device=experiment.device, precision=experiment.precision)
     pages = load_pages(experiment)
     titles, sections = title_queries(pages)
-    log(f"{len(pages)} pages, {len(titles)} queries; model {embedder.identity} on {embedder.device} ({embedder.precision})")
+    log(
+        f"{len(pages)} pages, {len(titles)} queries; model {embedder.identity} on {embedder.device} "
+        f"({embedder.precision})"
+    )
     queries = embedder.embed(titles)
     arms = [*project_arms(pages, embedder), fixed_arm(pages, experiment.chars, experiment.overlap)]
     results = {}
@@ -191,9 +204,19 @@ def run_experiment(experiment: ChunkerExperiment, log=print) -> dict:
 def format_report(report: dict) -> str:
     ks = report["experiment"]["ks"]
     depth = max(ks)
-    columns = [*(f"recall_at_{k}" for k in ks), f"mrr_at_{depth}", "chunks", "mean_chars", "over_token_limit", "mean_relevant_per_query"]
+    columns = [
+        *(f"recall_at_{k}" for k in ks),
+        f"mrr_at_{depth}",
+        "chunks",
+        "mean_chars",
+        "over_token_limit",
+        "mean_relevant_per_query",
+    ]
     lines = [f"{'arm':<20}" + "".join(f"{c:>14}" for c in columns)]
     for name, row in report["arms"].items():
         lines.append(f"{name:<20}" + "".join(f"{row[c]:>14}" for c in columns))
-    lines.append(f"{report['pages']} pages, {report['queries']} queries; {report['model']} on {report['device']} ({report['precision']})")
+    lines.append(
+        f"{report['pages']} pages, {report['queries']} queries; {report['model']} on {report['device']} "
+        f"({report['precision']})"
+    )
     return "\n".join(lines)

@@ -16,14 +16,25 @@ RAW = {"Accept": "application/vnd.github.raw", "User-Agent": "rag-assets-bench"}
 
 
 def run_naive(
-    *, api_url: str, repo: str, sha: str, include: tuple[str, ...], embedder: Embedder, chunker: Chunker,
-    store: MilvusStore, result: StageResult,
+    *,
+    api_url: str,
+    repo: str,
+    sha: str,
+    include: tuple[str, ...],
+    embedder: Embedder,
+    chunker: Chunker,
+    store: MilvusStore,
+    result: StageResult,
 ) -> None:
     """Ingest page by page into `store`, filling the counts of `result`."""
     store.ensure_collection(embedder.dimension)
     with httpx.Client(base_url=api_url, headers=RAW, timeout=60) as client:
-        tree = client.get(f"/repos/{repo}/git/trees/{sha}", params={"recursive": "1"}).raise_for_status().json()
-        paths = [e["path"] for e in tree["tree"] if e["type"] == "blob" and path_selected(e["path"], include, ())]
+        tree = (
+            client.get(f"/repos/{repo}/git/trees/{sha}", params={"recursive": "1"}).raise_for_status().json()
+        )
+        paths = [
+            e["path"] for e in tree["tree"] if e["type"] == "blob" and path_selected(e["path"], include, ())
+        ]
         for path in paths:
             response = client.get(f"/repos/{repo}/contents/{path}", params={"ref": sha}).raise_for_status()
             page = decode_page(path, response.content, PageStats())
@@ -47,6 +58,14 @@ def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
 
 def _row(chunk, vector: np.ndarray, sha: str) -> dict:
     return {
-        "id": chunk.id, "source": "naive", "path": chunk.path, "url": "", "heading": chunk.heading,
-        "text": chunk.text, "content_hash": chunk.content_hash, "commit": sha, "model": "naive", "vector": vector.tolist(),
+        "id": chunk.id,
+        "source": "naive",
+        "path": chunk.path,
+        "url": "",
+        "heading": chunk.heading,
+        "text": chunk.text,
+        "content_hash": chunk.content_hash,
+        "commit": sha,
+        "model": "naive",
+        "vector": vector.tolist(),
     }

@@ -64,7 +64,10 @@ def run_bench(options: BenchOptions, log=print) -> dict:
         _write_sources(settings.sources_file, github.url, options.include)
         instance = _instance(workdir / "dagster_home")
         texts = _pipeline_inputs(files, options.include, embedder)
-        log(f"corpus: {len(texts)} chunks from {options.corpus.name}; device {embedder.device}, precision {embedder.precision}")
+        log(
+            f"corpus: {len(texts)} chunks from {options.corpus.name}; device {embedder.device}, "
+            f"precision {embedder.precision}"
+        )
         _warm_up(embedder, texts)
 
         def stage(name: str, body) -> None:
@@ -84,14 +87,19 @@ def run_bench(options: BenchOptions, log=print) -> dict:
             log("stage bare_encode_fp32...")
             fp32 = StageResult()
             reference = _bare_encode_fp32(options, texts, fp32)
-            fp32.extra.update(_agreement_with_fp32(embedder, texts, reference), load_avg_1m=round(os.getloadavg()[0], 2))
+            fp32.extra.update(
+                _agreement_with_fp32(embedder, texts, reference), load_avg_1m=round(os.getloadavg()[0], 2)
+            )
             stages["bare_encode_fp32"] = fp32.as_dict()
             log(f"  bare_encode_fp32: {stages['bare_encode_fp32']['wall_s']} s")
         stage("cold", lambda r: _ingest(settings, instance, r))
         _check_same_chunks(settings, texts, "cold" in options.stages)
         stage("warm", lambda r: _ingest(settings, instance, r))
         if options.update:
-            stage("incremental", lambda r: (github.push(REPO, tarball_files(options.update)), _ingest(settings, instance, r)))
+            stage(
+                "incremental",
+                lambda r: (github.push(REPO, tarball_files(options.update)), _ingest(settings, instance, r)),
+            )
         stage("naive", lambda r: _naive(github, sha, options, embedder, workdir, r))
         instance.dispose()
     return {"stages": stages, "ratios": ratios(stages), "env": environment(embedder, options)}
@@ -111,7 +119,9 @@ def ratios(stages: dict[str, dict]) -> dict[str, float]:
         if a in stages and b in stages and stages[b]["wall_s"]
     }
     if "bare_encode_fp32" in stages and "cold" in stages and stages["bare_encode_fp32"]["tokens_per_s"]:
-        found["cold_vs_fp32_bare_tokens_per_s"] = round(stages["cold"]["tokens_per_s"] / stages["bare_encode_fp32"]["tokens_per_s"], 3)
+        found["cold_vs_fp32_bare_tokens_per_s"] = round(
+            stages["cold"]["tokens_per_s"] / stages["bare_encode_fp32"]["tokens_per_s"], 3
+        )
     return found
 
 
@@ -143,14 +153,20 @@ def _pipeline_inputs(files: dict, include: tuple[str, ...], embedder: Embedder) 
             page = decode_page(path, data if isinstance(data, bytes) else data.encode(), PageStats())
             if page is not None:
                 pages.append(PageToChunk(path, page.text, detect_format(path, page.text)))
-    chunked = chunk_pages(SOURCE, pages, model_dir=embedder.model_dir, max_tokens=embedder.max_seq_length, workers=os.cpu_count() or 1)
+    chunked = chunk_pages(
+        SOURCE,
+        pages,
+        model_dir=embedder.model_dir,
+        max_tokens=embedder.max_seq_length,
+        workers=os.cpu_count() or 1,
+    )
     return [c.embedding_input for page_chunks in chunked for c in page_chunks]
 
 
 def _warm_up(embedder: Embedder, texts: list[str]) -> None:
     """One untimed pass over a few batches, so no stage pays for kernel compilation or lazy imports."""
     with embedder.autocast():
-        embedder.model.encode(texts[:4 * BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
+        embedder.model.encode(texts[: 4 * BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
     embedder.embed(texts[:BARE_BATCH_SIZE])
 
 
@@ -185,7 +201,9 @@ def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResu
     fp32 = Embedder(options.model, device=options.device, precision="fp32")
     fp32.model.encode(sample[:BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)  # load and warm up off the clock
     with measured(result):
-        reference = fp32.model.encode(sample, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
+        reference = fp32.model.encode(
+            sample, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True
+        )
     result.tokens = sum(len(e.ids) for e in fp32.tokenizer.encode_batch(sample))
     result.chunks_embedded = len(sample)
     result.extra["sample"] = f"every {FP32_SAMPLE_EVERY}th chunk"
@@ -195,8 +213,11 @@ def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResu
 def _agreement_with_fp32(embedder: Embedder, texts: list[str], reference: np.ndarray) -> dict:
     """Cosine of the pipeline's (reduced-precision) vectors with the fp32 ones, chunk by chunk."""
     cosines = (embedder.embed(texts[::FP32_SAMPLE_EVERY]) * reference).sum(axis=1)
-    return {"cosine_vs_reduced_mean": round(float(cosines.mean()), 6), "cosine_vs_reduced_min": round(float(cosines.min()), 6),
-            "reduced_precision": embedder.precision}
+    return {
+        "cosine_vs_reduced_mean": round(float(cosines.mean()), 6),
+        "cosine_vs_reduced_min": round(float(cosines.min()), 6),
+        "reduced_precision": embedder.precision,
+    }
 
 
 def _ingest(settings: Settings, instance: dg.DagsterInstance, result: StageResult) -> None:
@@ -218,12 +239,27 @@ def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:
         raise RuntimeError("bench: the pipeline's chunks differ from the bare_encode inputs")
 
 
-def _naive(github: FakeGitHub, sha: str, options: BenchOptions, embedder: Embedder, workdir: Path, result: StageResult) -> None:
+def _naive(
+    github: FakeGitHub,
+    sha: str,
+    options: BenchOptions,
+    embedder: Embedder,
+    workdir: Path,
+    result: StageResult,
+) -> None:
     store = MilvusStore(str(workdir / "naive" / "milvus.db"), "naive")
     try:
         chunker = embedder.chunker()
-        run_naive(api_url=github.url, repo=REPO, sha=sha, include=options.include, embedder=embedder,
-                  chunker=chunker, store=store, result=result)
+        run_naive(
+            api_url=github.url,
+            repo=REPO,
+            sha=sha,
+            include=options.include,
+            embedder=embedder,
+            chunker=chunker,
+            store=store,
+            result=result,
+        )
     finally:
         store.close()
 
@@ -231,14 +267,27 @@ def _naive(github: FakeGitHub, sha: str, options: BenchOptions, embedder: Embedd
 def _settings(workdir: Path, options: BenchOptions) -> Settings:
     data = workdir / "data"
     return Settings(
-        data_dir=data, sources_file=workdir / "sources.yaml", milvus_uri=str(data / "milvus.db"), milvus_token_env="MILVUS_TOKEN",
-        collection="bench", embedding_model=options.model, embedding_device=options.device,
-        embedding_precision=options.precision, poll_interval_seconds=300,
+        data_dir=data,
+        sources_file=workdir / "sources.yaml",
+        milvus_uri=str(data / "milvus.db"),
+        milvus_token_env="MILVUS_TOKEN",
+        collection="bench",
+        embedding_model=options.model,
+        embedding_device=options.device,
+        embedding_precision=options.precision,
+        poll_interval_seconds=300,
     )
 
 
 def _write_sources(path: Path, api_url: str, include: tuple[str, ...]) -> None:
-    source = {"name": SOURCE, "kind": "github", "repo": REPO, "ref": "main", "include": list(include), "api_url": api_url}
+    source = {
+        "name": SOURCE,
+        "kind": "github",
+        "repo": REPO,
+        "ref": "main",
+        "include": list(include),
+        "api_url": api_url,
+    }
     path.write_text(yaml.safe_dump({"sources": [source]}))
 
 
@@ -261,13 +310,24 @@ def _cpu_name() -> str:
 
 
 def format_table(report: dict) -> str:
-    columns = ["wall_s", "tokens", "tokens_per_s", "chunks_embedded", "rows_written", "rows_deleted", "peak_rss_mb"]
+    columns = [
+        "wall_s",
+        "tokens",
+        "tokens_per_s",
+        "chunks_embedded",
+        "rows_written",
+        "rows_deleted",
+        "peak_rss_mb",
+    ]
     lines = [f"{'stage':<18}" + "".join(f"{c:>16}" for c in columns)]
     for name, row in report["stages"].items():
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, ''):>16}" for c in columns))
     lines.append("ratios: " + ", ".join(f"{k} = {v}" for k, v in report["ratios"].items()))
     env = report["env"]
-    lines.append(f"env: {env['model']} on {env['device']} ({env['precision']}), {env['cpu']} x{env['cpu_count']}, api latency {env['api_latency_ms']} ms")
+    lines.append(
+        f"env: {env['model']} on {env['device']} ({env['precision']}), {env['cpu']} x{env['cpu_count']}, "
+        f"api latency {env['api_latency_ms']} ms"
+    )
     return "\n".join(lines)
 
 

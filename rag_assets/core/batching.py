@@ -16,7 +16,9 @@ def padded_length(length: int, multiple: int, cap: int | None = None) -> int:
     return min(rounded, cap) if cap else rounded
 
 
-def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024, multiple: int = 1) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], token_budget: int, max_rows: int = 1024, multiple: int = 1
+) -> list[list[int]]:
     """Indices grouped into batches, longest first, each with rows x padded length <= token_budget.
 
     Lengths are rounded up to `multiple` and a batch never mixes rounded lengths, so batches come
@@ -61,10 +63,12 @@ def run_halving_on_oom(
     """run(items), splitting the batch in two and retrying each half whenever it runs out of memory."""
     try:
         return run(items)
-    except BaseException as error:  # noqa: BLE001 - re-raised unless it is an out-of-memory error
+    except BaseException as error:
         if not is_out_of_memory(error) or len(items) == 1:
             raise
     if on_halve:
         on_halve(len(items))
     middle = len(items) // 2
-    return run_halving_on_oom(items[:middle], run, on_halve) + run_halving_on_oom(items[middle:], run, on_halve)
+    return run_halving_on_oom(items[:middle], run, on_halve) + run_halving_on_oom(
+        items[middle:], run, on_halve
+    )

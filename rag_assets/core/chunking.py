@@ -23,7 +23,17 @@ MIN_BODY_TOKENS = 32
 CHUNKER_VERSION = "1"  # bump when a change to this module changes the chunks it makes
 PARALLEL_MIN_PAGES = 64  # below this, starting worker processes costs more than it saves
 CHUNK_COLUMNS = [
-    "id", "source", "path", "url", "heading", "text", "content_hash", "commit", "position", "tokens", "page_hash",
+    "id",
+    "source",
+    "path",
+    "url",
+    "heading",
+    "text",
+    "content_hash",
+    "commit",
+    "position",
+    "tokens",
+    "page_hash",
 ]
 
 
@@ -93,7 +103,11 @@ class Chunker:
         if not body.strip():
             return []
         room = self.max_tokens - SPECIAL_TOKENS - (self._count(heading) + 1 if heading else 0)
-        return [p for p in _splitter(self.tokenizer, max(room, MIN_BODY_TOKENS), self.overlap_tokens).chunks(body) if p.strip()]
+        return [
+            p
+            for p in _splitter(self.tokenizer, max(room, MIN_BODY_TOKENS), self.overlap_tokens).chunks(body)
+            if p.strip()
+        ]
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -112,7 +126,13 @@ class PageToChunk:
 
 
 def chunk_pages(
-    source: str, pages: list[PageToChunk], *, model_dir: Path, max_tokens: int, overlap_tokens: int = 0, workers: int = 1
+    source: str,
+    pages: list[PageToChunk],
+    *,
+    model_dir: Path,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    workers: int = 1,
 ) -> list[list[Chunk]]:
     """The chunks of each page, in page order, split over `workers` processes when there are many pages.
 
@@ -125,7 +145,9 @@ def chunk_pages(
         return [_chunk_one(source, page) for page in pages]
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=args) as pool:
-        return list(pool.map(_chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8))))
+        return list(
+            pool.map(_chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8)))
+        )
 
 
 _WORKER_CHUNKER: Chunker | None = None

@@ -47,7 +47,9 @@ def _key(text: str) -> str:
 
 
 def heading_queries(chunks: Iterable[tuple[str, str]]) -> list[EvalQuery]:
-    """One query per distinct section title of `(chunk id, breadcrumb)` pairs, in order of first appearance."""
+    """One query per distinct section title of `(chunk id, breadcrumb)` pairs, in order of first
+    appearance.
+    """
     titles: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
     for chunk_id, heading in chunks:
@@ -60,7 +62,9 @@ def heading_queries(chunks: Iterable[tuple[str, str]]) -> list[EvalQuery]:
     return [EvalQuery(titles[key], frozenset(ids)) for key, ids in relevant.items()]
 
 
-def file_queries(lines: Iterable[str], chunks: Iterable[tuple[str, str, str]], *, name: str = "queries file") -> tuple[list[EvalQuery], list[str]]:
+def file_queries(
+    lines: Iterable[str], chunks: Iterable[tuple[str, str, str]], *, name: str = "queries file"
+) -> tuple[list[EvalQuery], list[str]]:
     """Queries of a JSON-lines file over `(chunk id, path, breadcrumb)` triples.
 
     Returns the queries and, for each line left out because no chunk matches its references (the
@@ -104,7 +108,9 @@ def stable_sample(queries: Sequence[EvalQuery], limit: int) -> list[EvalQuery]:
     """At most `limit` queries, the same ones run after run (ordered by a hash of their text)."""
     if len(queries) <= limit:
         return list(queries)
-    chosen = sorted(range(len(queries)), key=lambda i: hashlib.sha256(queries[i].text.encode()).hexdigest())[:limit]
+    chosen = sorted(range(len(queries)), key=lambda i: hashlib.sha256(queries[i].text.encode()).hexdigest())[
+        :limit
+    ]
     return [queries[i] for i in sorted(chosen)]
 
 
@@ -126,10 +132,16 @@ class RetrievalScores:
         return self.recall_at[k]
 
     def as_metadata(self) -> dict[str, float | int]:
-        return {"queries": self.queries, **{f"recall_at_{k}": v for k, v in sorted(self.recall_at.items())}, f"mrr_at_{self.depth}": self.mrr}
+        return {
+            "queries": self.queries,
+            **{f"recall_at_{k}": v for k, v in sorted(self.recall_at.items())},
+            f"mrr_at_{self.depth}": self.mrr,
+        }
 
 
-def score_ranks(ranks: Sequence[int | None], ks: Iterable[int] = DEFAULT_KS, depth: int | None = None) -> RetrievalScores:
+def score_ranks(
+    ranks: Sequence[int | None], ks: Iterable[int] = DEFAULT_KS, depth: int | None = None
+) -> RetrievalScores:
     """Scores from the rank of each query's first relevant hit (None: not within the depth searched)."""
     ks = sorted(set(ks))
     depth = depth or max(ks)
@@ -137,7 +149,7 @@ def score_ranks(ranks: Sequence[int | None], ks: Iterable[int] = DEFAULT_KS, dep
         raise ValueError(f"recall@{ks[-1]} needs at least {ks[-1]} hits per query, searched {depth}")
     count = len(ranks)
     if not count:
-        return RetrievalScores(0, {k: 1.0 for k in ks}, 1.0, depth)  # nothing to find, nothing missed
+        return RetrievalScores(0, dict.fromkeys(ks, 1.0), 1.0, depth)  # nothing to find, nothing missed
     recall = {k: round(sum(r is not None and r <= k for r in ranks) / count, 4) for k in ks}
     mrr = round(sum(1 / r for r in ranks if r is not None and r <= depth) / count, 4)
     return RetrievalScores(count, recall, mrr, depth)

@@ -5,7 +5,7 @@ source: the commit's committer date for GitHub, the fetch time for local folders
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -45,4 +45,4 @@ def freshness_metadata(source_time: float | None, searchable_at: float) -> dict:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

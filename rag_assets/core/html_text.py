@@ -17,7 +17,20 @@ from bs4 import BeautifulSoup
 from markdownify import ATX, MarkdownConverter
 
 # Page chrome, not content: navigation, scripts, forms, the site header and footer.
-BOILERPLATE_TAGS = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "iframe", "svg", "button")
+BOILERPLATE_TAGS = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "iframe",
+    "svg",
+    "button",
+)
 CONTENT_SELECTORS = ("main", "article", "[role=main]", "body")
 
 
@@ -32,7 +45,9 @@ class HtmlPage:
 
 
 def html_to_page(html: str, base_url: str) -> HtmlPage:
-    """Parse `html` fetched from `base_url` (after redirects): Markdown of the main content, canonical, links."""
+    """Parse `html` fetched from `base_url` (after redirects): Markdown of the main content, canonical,
+    links.
+    """
     soup = BeautifulSoup(html, "html.parser")
     base = _base_href(soup, base_url)
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -41,7 +56,11 @@ def html_to_page(html: str, base_url: str) -> HtmlPage:
     for tag in soup(BOILERPLATE_TAGS):
         tag.decompose()
     content = next((found for selector in CONTENT_SELECTORS if (found := soup.select_one(selector))), soup)
-    markdown = _tidy(MarkdownConverter(heading_style=ATX, bullets="-", code_language_callback=_code_language).convert_soup(content))
+    markdown = _tidy(
+        MarkdownConverter(heading_style=ATX, bullets="-", code_language_callback=_code_language).convert_soup(
+            content
+        )
+    )
     if title and not re.match(r"^#\s", markdown):  # a page without an <h1> still gets a top heading
         markdown = f"# {title}\n\n{markdown}"
     return HtmlPage(title=title, canonical=canonical, markdown=markdown, links=links)
@@ -72,7 +91,11 @@ def _links(soup: BeautifulSoup, base: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for anchor in soup.find_all("a", href=True):
         href = anchor["href"].strip()
-        if href and not href.startswith(("#", "mailto:", "javascript:", "tel:")) and "nofollow" not in (anchor.get("rel") or []):
+        if (
+            href
+            and not href.startswith(("#", "mailto:", "javascript:", "tel:"))
+            and "nofollow" not in (anchor.get("rel") or [])
+        ):
             target = urljoin(base, href)
             if target.startswith(("http://", "https://")):
                 seen.setdefault(normalize_url(target), None)

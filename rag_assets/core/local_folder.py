@@ -53,7 +53,9 @@ def iter_folder_pages(
         stats.limit_hit += f"; {stats.pages_not_read} pages not read"
 
 
-def _read_bounded(path: Path, relative: str, stats: PageStats, max_file_bytes: int, max_total_bytes: int) -> bytes | None:
+def _read_bounded(
+    path: Path, relative: str, stats: PageStats, max_file_bytes: int, max_total_bytes: int
+) -> bytes | None:
     """The file's bytes, or None when it is over a limit (counted and noted). Reads at most the cap,
     even if the file grows between the size check and the read."""
     size = path.stat().st_size

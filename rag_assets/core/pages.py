@@ -56,7 +56,9 @@ class PageStats:
     unsafe_skipped: int = 0
     pages_not_read: int = 0  # selected files left unread because a limit was reached
     bytes_read: int = 0  # after decompression: what counts against max_total_bytes
-    limit_hit: str = ""  # e.g. "max_pages=1000 reached; 37 pages not read"; empty when no limit stopped reading
+    limit_hit: str = (
+        ""  # e.g. "max_pages=1000 reached; 37 pages not read"; empty when no limit stopped reading
+    )
     notes: list[str] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, int]:

@@ -58,13 +58,22 @@ class RegistryState:
             return cls()
         try:
             data = json.loads(cursor)
-            return cls(int(data.get("generation", 0)), dict(data.get("definitions", {})), dict(data.get("fingerprints", {})))
+            return cls(
+                int(data.get("generation", 0)),
+                dict(data.get("definitions", {})),
+                dict(data.get("fingerprints", {})),
+            )
         except (ValueError, TypeError, AttributeError):
             return cls()  # an unreadable cursor is a first tick: it only sets baselines
 
     def dump(self) -> str:
         return json.dumps(
-            {"generation": self.generation, "definitions": self.definitions, "fingerprints": self.fingerprints}, sort_keys=True
+            {
+                "generation": self.generation,
+                "definitions": self.definitions,
+                "fingerprints": self.fingerprints,
+            },
+            sort_keys=True,
         )
 
 
@@ -98,7 +107,13 @@ def plan_registry(
             continue
         if name in previous.definitions and previous.definitions[name] != digest:
             changed[name] = "definition"
-        elif name in fingerprints and name in previous.fingerprints and previous.fingerprints[name] != fingerprints[name]:
+        elif (
+            name in fingerprints
+            and name in previous.fingerprints
+            and previous.fingerprints[name] != fingerprints[name]
+        ):
             changed[name] = "files"
     generation = previous.generation + (1 if added or removed or changed else 0)
-    return RegistryPlan(added, removed, changed, RegistryState(generation, dict(definitions), dict(fingerprints)))
+    return RegistryPlan(
+        added, removed, changed, RegistryState(generation, dict(definitions), dict(fingerprints))
+    )

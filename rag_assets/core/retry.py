@@ -11,7 +11,7 @@ and never a header, so a token can never end up in one.
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
@@ -77,20 +77,29 @@ class RetryPolicy:
                 last, hint, url = f"{type(error).__name__}: {error}", None, _url_of(error)
             except TransientResponse as transient:
                 response = transient.response
-                last, hint, url = f"HTTP {response.status_code}", server_wait(response), _clean_url(response.request.url)
+                last, hint, url = (
+                    f"HTTP {response.status_code}",
+                    server_wait(response),
+                    _clean_url(response.request.url),
+                )
             if hint is not None and hint > self.max_wait_seconds:
-                until = datetime.fromtimestamp(time.time() + hint, timezone.utc)
+                until = datetime.fromtimestamp(time.time() + hint, UTC)
                 raise RateLimitedError(
                     f"{what}: rate limited ({last} from {url}) until {until.isoformat(timespec='seconds')}, "
                     f"longer than the {self.max_wait_seconds:g} s this policy waits",
-                    last=last, until=until,
+                    last=last,
+                    until=until,
                 )
             if number == self.attempts:
-                raise RetryError(f"{what}: gave up after {number} tries; last answer: {last} from {url}", last=last)
+                raise RetryError(
+                    f"{what}: gave up after {number} tries; last answer: {last} from {url}", last=last
+                )
             sleep(self.backoff(number) if hint is None else max(hint, 0.0))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send(self, request: Callable[[], httpx.Response], *, what: str, sleep: Callable[[float], None] = time.sleep) -> httpx.Response:
+    def send(
+        self, request: Callable[[], httpx.Response], *, what: str, sleep: Callable[[float], None] = time.sleep
+    ) -> httpx.Response:
         """A request that is retried while its answer is transient; the final answer is returned as is."""
 
         def attempt() -> httpx.Response:
@@ -116,7 +125,11 @@ def is_rate_limited(response: httpx.Response) -> bool:
     """403/429 that says "slow down" (GitHub's primary and secondary limits), not "forbidden"."""
     if response.status_code not in (403, 429):
         return False
-    return response.status_code == 429 or "retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0"
+    return (
+        response.status_code == 429
+        or "retry-after" in response.headers
+        or response.headers.get("x-ratelimit-remaining") == "0"
+    )
 
 
 def is_transient(response: httpx.Response) -> bool:
@@ -143,7 +156,7 @@ def server_wait(response: httpx.Response, now: float | None = None) -> float | N
 def rate_limit_reset(response: httpx.Response) -> datetime | None:
     """When a rate-limited answer says requests will be accepted again (UTC), if it says."""
     wait = server_wait(response)
-    return None if wait is None else datetime.fromtimestamp(time.time() + wait, timezone.utc)
+    return None if wait is None else datetime.fromtimestamp(time.time() + wait, UTC)
 
 
 def _clean_url(url: httpx.URL) -> str:

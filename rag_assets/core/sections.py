@@ -96,7 +96,13 @@ def _markdown_headings(text: str) -> list[_Heading]:
 _RST_PARSER = docutils.parsers.rst.Parser()
 _RST_SETTINGS = docutils.frontend.get_default_settings(docutils.parsers.rst.Parser)
 _RST_SETTINGS.update(
-    {"report_level": 5, "halt_level": 5, "warning_stream": False, "file_insertion_enabled": False, "raw_enabled": False},
+    {
+        "report_level": 5,
+        "halt_level": 5,
+        "warning_stream": False,
+        "file_insertion_enabled": False,
+        "raw_enabled": False,
+    },
     docutils.frontend.OptionParser(),
 )
 

@@ -1,4 +1,6 @@
-"""Sitemaps (sitemaps.org protocol): the page URLs of a `<urlset>`, the child sitemaps of a `<sitemapindex>`."""
+"""Sitemaps (sitemaps.org protocol): the page URLs of a `<urlset>`, the child sitemaps of a
+`<sitemapindex>`.
+"""
 
 import xml.etree.ElementTree as ElementTree
 import zlib
@@ -36,7 +38,9 @@ def parse_sitemap(data: bytes) -> Sitemap:
         for loc in entry
         if _local(loc.tag) == "loc" and loc.text and loc.text.strip()
     )
-    return Sitemap(pages=locations, sitemaps=()) if kind == "urlset" else Sitemap(pages=(), sitemaps=locations)
+    return (
+        Sitemap(pages=locations, sitemaps=()) if kind == "urlset" else Sitemap(pages=(), sitemaps=locations)
+    )
 
 
 def _local(tag: str) -> str:

@@ -26,7 +26,13 @@ from rag_assets.core.pages import (
 
 READ_BLOCK_BYTES = 64 * 1024  # how much tarfile asks the inflater for at a time
 MAX_HEADER_BYTES = 1024 * 1024  # a pax record or GNU long name; real ones are well under 64 KiB
-_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_HEADER_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
 class CorruptArchiveError(RuntimeError):
@@ -56,7 +62,9 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, archive):
         if self.type in _HEADER_TYPES and self.size > MAX_HEADER_BYTES:
-            raise tarfile.ReadError(f"a {self.size}-byte header record is over the {MAX_HEADER_BYTES}-byte limit")
+            raise tarfile.ReadError(
+                f"a {self.size}-byte header record is over the {MAX_HEADER_BYTES}-byte limit"
+            )
         return super()._proc_member(archive)
 
 
@@ -87,7 +95,9 @@ def iter_tar_pages(
     """
     inflated = _CountingReader(gzip.GzipFile(fileobj=stream, mode="rb"), max_total_bytes)
     try:
-        with tarfile.open(fileobj=inflated, mode="r|", tarinfo=_BoundedTarInfo, bufsize=READ_BLOCK_BYTES) as archive:
+        with tarfile.open(
+            fileobj=inflated, mode="r|", tarinfo=_BoundedTarInfo, bufsize=READ_BLOCK_BYTES
+        ) as archive:
             for member in archive:
                 page = _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages)
                 if page is not None:
@@ -110,7 +120,9 @@ def _check_ends_cleanly(archive: tarfile.TarFile) -> None:
     follow. Reading to the end also makes gzip verify its checksum."""
     while block := archive.fileobj.read(READ_BLOCK_BYTES):
         if block.count(0) != len(block):
-            raise CorruptArchiveError("archive is truncated or corrupt: a damaged entry header ended it early")
+            raise CorruptArchiveError(
+                "archive is truncated or corrupt: a damaged entry header ended it early"
+            )
 
 
 def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages) -> Page | None:

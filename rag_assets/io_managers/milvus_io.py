@@ -12,7 +12,13 @@ import pandas as pd
 
 from rag_assets.collections import model_properties, point_alias, serving_target
 from rag_assets.core.freshness import freshness_metadata
-from rag_assets.resources.milvus import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, MilvusResource, MilvusStore, SyncResult
+from rag_assets.resources.milvus import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_ROWS,
+    MilvusResource,
+    MilvusStore,
+    SyncResult,
+)
 
 
 class MilvusIOManager(dg.ConfigurableIOManager):
@@ -35,18 +41,29 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                 result = self._sync(store, source, rows)
                 searchable_at = time.time()  # sync_source flushed: the rows are searchable from now on
                 context.log.info(f"{source}: {result}")
-                _add_partition_metadata(context, source, {
-                    **freshness_metadata(_source_time(context, source), searchable_at),
-                    "rows_upserted": result.upserted,
-                    "rows_deleted": result.deleted,
-                    "rows_unchanged": result.unchanged,
-                    "write_batches": result.batches,
-                    "dagster/row_count": len(rows),
-                    "collection": store.collection,
-                })
-            if identity and serving_target(store.client, self.milvus.collection) is None and store.dimension():
+                _add_partition_metadata(
+                    context,
+                    source,
+                    {
+                        **freshness_metadata(_source_time(context, source), searchable_at),
+                        "rows_upserted": result.upserted,
+                        "rows_deleted": result.deleted,
+                        "rows_unchanged": result.unchanged,
+                        "write_batches": result.batches,
+                        "dagster/row_count": len(rows),
+                        "collection": store.collection,
+                    },
+                )
+            if (
+                identity
+                and serving_target(store.client, self.milvus.collection) is None
+                and store.dimension()
+            ):
                 point_alias(store.client, self.milvus.collection, store.collection)
-                context.log.info(f"{self.milvus.collection!r} now serves {store.collection!r}, the first collection written")
+                context.log.info(
+                    f"{self.milvus.collection!r} now serves {store.collection!r}, the first collection "
+                    "written"
+                )
         finally:
             store.close()
 

@@ -20,7 +20,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
         expected = set(context.asset_partition_keys)
         if set(obj) != expected:
-            raise ValueError(f"{context.asset_key.to_user_string()} returned partitions {sorted(obj)}, expected {sorted(expected)}")
+            raise ValueError(
+                f"{context.asset_key.to_user_string()} returned partitions {sorted(obj)}, expected "
+                f"{sorted(expected)}"
+            )
         for partition_key, frame in obj.items():
             path = self.path_for(context.asset_key, partition_key)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         started = time.perf_counter()
-        lengths = [min(len(e), self.max_seq_length) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        lengths = [
+            min(len(e), self.max_seq_length)
+            for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        ]
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = plan_batches(lengths, self.batch_tokens, multiple=LENGTH_MULTIPLE)
         with ThreadPoolExecutor(max_workers=1) as tokenizing:
@@ -140,7 +143,9 @@ class Embedder:
     def _features(self, texts: list[str]) -> dict:
         import torch
 
-        features = _pad_features(self.model.preprocess(texts), LENGTH_MULTIPLE, self.max_seq_length, self._pad_id)
+        features = _pad_features(
+            self.model.preprocess(texts), LENGTH_MULTIPLE, self.max_seq_length, self._pad_id
+        )
         if self.device.startswith("cuda"):
             features = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return features
@@ -171,7 +176,8 @@ class Embedder:
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(features["input_ids"]))
         features = {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in features.items()
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in features.items()
         }
         with torch.inference_mode(), self.autocast():
             output = self.model(features)["sentence_embedding"]

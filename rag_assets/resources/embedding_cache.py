@@ -24,7 +24,8 @@ class EmbeddingCache:
         self._db = sqlite3.connect(path, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL, used_at REAL NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL, used_at "
+            "REAL NOT NULL)"
         )
 
     def get_many(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
@@ -33,7 +34,9 @@ class EmbeddingCache:
         for start in range(0, len(unique), _SQL_VARIABLES):
             part = unique[start : start + _SQL_VARIABLES]
             marks = ",".join("?" * len(part))
-            for key, blob in self._db.execute(f"SELECT hash, vector FROM vectors WHERE hash IN ({marks})", part):
+            for key, blob in self._db.execute(
+                f"SELECT hash, vector FROM vectors WHERE hash IN ({marks})", part
+            ):
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         if found:
             self.touch(found)
@@ -51,7 +54,8 @@ class EmbeddingCache:
         """Keep the `max_entries` most recently used vectors: the footprint stays bounded."""
         with self._db:
             return self._db.execute(
-                "DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM vectors ORDER BY used_at DESC LIMIT ?)",
+                "DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM vectors ORDER BY used_at DESC "
+                "LIMIT ?)",
                 (max_entries,),
             ).rowcount
 
@@ -66,7 +70,9 @@ class EmbeddingCache:
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (hash TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM keep")
             self._db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", [(h,) for h in keep])
-            removed = self._db.execute("DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM keep)").rowcount
+            removed = self._db.execute(
+                "DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM keep)"
+            ).rowcount
         self._db.execute("VACUUM")
         return removed
 

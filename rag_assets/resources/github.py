@@ -4,7 +4,7 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import httpx
@@ -68,18 +68,27 @@ class GitHubResource(dg.ConfigurableResource):
         return RetryPolicy(self.retry_attempts, self.retry_base_seconds, self.retry_max_wait_seconds)
 
     def client(self, source: GitHubSource) -> httpx.Client:
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, "User-Agent": USER_AGENT}
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": USER_AGENT,
+        }
         token = os.environ.get(source.token_env)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=source.api_url, headers=headers, timeout=self.timeout_seconds, follow_redirects=True)
+        return httpx.Client(
+            base_url=source.api_url, headers=headers, timeout=self.timeout_seconds, follow_redirects=True
+        )
 
     def resolve_commit(self, source: GitHubSource, client: httpx.Client) -> str:
         """The 40-hex commit SHA that source.ref points to now (one request)."""
         owner, name = source.owner_and_name
         what = f"source {source.name!r}: resolving {source.repo}@{source.ref}"
         response = self.retry_policy().send(
-            lambda: client.get(f"/repos/{owner}/{name}/commits/{source.ref}", headers={"Accept": SHA_MEDIA_TYPE}), what=what
+            lambda: client.get(
+                f"/repos/{owner}/{name}/commits/{source.ref}", headers={"Accept": SHA_MEDIA_TYPE}
+            ),
+            what=what,
         )
         _raise_for_status(response, what)
         return _checked_sha(response.text.strip(), what)
@@ -88,18 +97,21 @@ class GitHubResource(dg.ConfigurableResource):
         """The commit source.ref points to now and its committer date (one request, JSON media type)."""
         owner, name = source.owner_and_name
         what = f"source {source.name!r}: resolving {source.repo}@{source.ref}"
-        response = self.retry_policy().send(lambda: client.get(f"/repos/{owner}/{name}/commits/{source.ref}"), what=what)
+        response = self.retry_policy().send(
+            lambda: client.get(f"/repos/{owner}/{name}/commits/{source.ref}"), what=what
+        )
         _raise_for_status(response, what)
         try:
             body = response.json()
             sha, date = body["sha"], body["commit"]["committer"]["date"]
-            committed_at = datetime.fromisoformat(date.replace("Z", "+00:00")).astimezone(timezone.utc)
+            committed_at = datetime.fromisoformat(date.replace("Z", "+00:00")).astimezone(UTC)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise GitHubError(f"{what}: expected a commit object, got {response.text[:60]!r}") from None
         return CommitInfo(_checked_sha(sha, what), committed_at)
 
     def check_commit(self, source: GitHubSource, known_sha: str | None, client: httpx.Client) -> CommitCheck:
-        """Has source.ref moved from `known_sha`? One conditional request: 304 means no (and is free with a token).
+        """Has source.ref moved from `known_sha`? One conditional request: 304 means no (and is free with
+        a token).
 
         Raises RateLimitedError (with `until`) when GitHub refuses for the rate limit, GitHubError otherwise.
         """
@@ -114,16 +126,22 @@ class GitHubResource(dg.ConfigurableResource):
             raise GitHubError(f"{what}: {type(error).__name__}: {error}") from None
         remaining, reset_at = _rate_budget(response)
         if is_rate_limited(response):
-            until = rate_limit_reset(response) or datetime.now(timezone.utc) + timedelta(seconds=60)
-            raise RateLimitedError(f"{what}: rate limited (HTTP {response.status_code}) until {until.isoformat(timespec='seconds')}",
-                                   last=f"HTTP {response.status_code}", until=until)
+            until = rate_limit_reset(response) or datetime.now(UTC) + timedelta(seconds=60)
+            raise RateLimitedError(
+                f"{what}: rate limited (HTTP {response.status_code}) until "
+                f"{until.isoformat(timespec='seconds')}",
+                last=f"HTTP {response.status_code}",
+                until=until,
+            )
         if response.status_code == 304:
             return CommitCheck(sha=None, changed=False, remaining=remaining, reset_at=reset_at)
         _raise_for_status(response, what)
         sha = _checked_sha(response.text.strip(), what)
         return CommitCheck(sha=sha, changed=sha != known_sha, remaining=remaining, reset_at=reset_at)
 
-    def iter_pages(self, source: GitHubSource, sha: str, client: httpx.Client, stats: PageStats) -> Iterator[Page]:
+    def iter_pages(
+        self, source: GitHubSource, sha: str, client: httpx.Client, stats: PageStats
+    ) -> Iterator[Page]:
         """The selected files of the repository at `sha`, from one tarball.
 
         A download that fails part-way (connection reset, 5xx, rate limit) is started again from
@@ -144,8 +162,13 @@ class GitHubResource(dg.ConfigurableResource):
                 pages = [
                     Page(page.path, page.text, page.content_hash, source.page_url(sha, page.path))
                     for page in iter_tar_pages(
-                        stream, include=source.include, exclude=source.exclude, stats=attempt_stats,
-                        max_file_bytes=limits.max_file_bytes, max_pages=limits.max_pages, max_total_bytes=limits.max_total_bytes,
+                        stream,
+                        include=source.include,
+                        exclude=source.exclude,
+                        stats=attempt_stats,
+                        max_file_bytes=limits.max_file_bytes,
+                        max_pages=limits.max_pages,
+                        max_total_bytes=limits.max_total_bytes,
                     )
                 ]
             return pages, attempt_stats
@@ -162,16 +185,21 @@ def _checked_sha(sha: str, what: str) -> str:
 
 
 def _rate_budget(response: httpx.Response) -> tuple[int | None, datetime | None]:
-    remaining, reset = response.headers.get("x-ratelimit-remaining"), response.headers.get("x-ratelimit-reset")
+    remaining, reset = (
+        response.headers.get("x-ratelimit-remaining"),
+        response.headers.get("x-ratelimit-reset"),
+    )
     return (
         int(remaining) if remaining and remaining.isdigit() else None,
-        datetime.fromtimestamp(int(reset), timezone.utc) if reset and reset.isdigit() else None,
+        datetime.fromtimestamp(int(reset), UTC) if reset and reset.isdigit() else None,
     )
 
 
 def _raise_for_status(response: httpx.Response, doing: str) -> None:
     if response.status_code >= 400:  # a streamed error body is left unread (closing the stream drops it)
-        raise GitHubError(f"{doing}: HTTP {response.status_code} from {response.request.url.copy_with(query=None)}")
+        raise GitHubError(
+            f"{doing}: HTTP {response.status_code} from {response.request.url.copy_with(query=None)}"
+        )
 
 
 class _ResponseStream(io.RawIOBase):

@@ -1,8 +1,9 @@
 """Milvus: the collection that serves retrieval, and the batched, per-source sync that keeps it right.
 
 Readers use the serving name (MILVUS_COLLECTION), a Milvus alias; writes go to the current model's
-own collection behind it (rag_assets/collections.py). Rows are keyed by chunk id. A sync writes new and changed rows first and deletes stale rows only
-after every write succeeded, so a failure never leaves a source with fewer rows than before.
+own collection behind it (rag_assets/collections.py). Rows are keyed by chunk id. A sync writes new
+and changed rows first and deletes stale rows only after every write succeeded, so a failure never
+leaves a source with fewer rows than before.
 Every filter names a source through `quote`, and source names are validated on load.
 """
 
@@ -22,8 +23,15 @@ from rag_assets.collections import family, model_collection_name, serving_target
 TEXT_MAX_BYTES = 65535
 ROW_FIELDS = ["id", "source", "path", "url", "heading", "text", "content_hash", "commit", "model", "vector"]
 VARCHAR_LIMITS = {
-    "id": 64, "source": 128, "path": 2048, "url": 4096, "heading": 4096, "text": TEXT_MAX_BYTES,
-    "content_hash": 64, "commit": 64, "model": 256,
+    "id": 64,
+    "source": 128,
+    "path": 2048,
+    "url": 4096,
+    "heading": 4096,
+    "text": TEXT_MAX_BYTES,
+    "content_hash": 64,
+    "commit": 64,
+    "model": 256,
 }
 DEFAULT_BATCH_ROWS = 2000
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
@@ -31,12 +39,16 @@ QUERY_PAGE_ROWS = 10000
 
 # Milvus Lite has no server timestamp to offer; the iterator falls back correctly and says so on
 # every query. That line is noise, not a warning a user can act on.
-logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda record: "mvccTs" not in record.getMessage())
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(
+    lambda record: "mvccTs" not in record.getMessage()
+)
 
 
 def quote(value: str) -> str:
     """A Milvus string literal: a name can never close the quotes and add its own expression."""
-    return json.dumps(value, ensure_ascii=False)  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
+    return json.dumps(
+        value, ensure_ascii=False
+    )  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,8 @@ class MilvusStore:
             existing = self.dimension()
             if existing != dimension:
                 raise ValueError(
-                    f"Milvus collection {self.collection!r} holds {existing}-dimensional vectors but the model "
+                    f"Milvus collection {self.collection!r} holds {existing}-dimensional vectors but the "
+                    "model "
                     f"gives {dimension}: set MILVUS_COLLECTION to a new name for this model"
                 )
             self.client.load_collection(self.collection)
@@ -82,7 +95,9 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
-        self.client.create_collection(self.collection, schema=schema, index_params=index, properties=properties or None)
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index, properties=properties or None
+        )
 
     def dimension(self) -> int | None:
         if not self.client.has_collection(self.collection):
@@ -90,7 +105,9 @@ class MilvusStore:
         fields = self.client.describe_collection(self.collection)["fields"]
         return next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
 
-    def source_rows(self, source: str, fields: tuple[str, ...] = ("id", "content_hash", "model")) -> list[dict]:
+    def source_rows(
+        self, source: str, fields: tuple[str, ...] = ("id", "content_hash", "model")
+    ) -> list[dict]:
         """Every row of one source (only the given fields), paging past Milvus's query window."""
         return self._source_rows(self.collection, source, fields)
 
@@ -99,7 +116,10 @@ class MilvusStore:
             return []
         self.client.load_collection(collection)
         iterator = self.client.query_iterator(
-            collection, batch_size=QUERY_PAGE_ROWS, filter=f"source == {quote(source)}", output_fields=list(fields)
+            collection,
+            batch_size=QUERY_PAGE_ROWS,
+            filter=f"source == {quote(source)}",
+            output_fields=list(fields),
         )
         rows: list[dict] = []
         try:
@@ -109,7 +129,9 @@ class MilvusStore:
             iterator.close()
         return rows
 
-    def sync_source(self, source: str, rows: pd.DataFrame, *, batch_rows: int, batch_bytes: int) -> SyncResult:
+    def sync_source(
+        self, source: str, rows: pd.DataFrame, *, batch_rows: int, batch_bytes: int
+    ) -> SyncResult:
         """Make the source's rows in Milvus exactly `rows`: write what changed, then delete what went.
 
         A row is unchanged when its text hash and the model that embedded it are the same; a new
@@ -128,7 +150,9 @@ class MilvusStore:
             batches += 1
         if batches:
             self.client.flush(self.collection)
-        return SyncResult(upserted=len(changed), deleted=len(stale), unchanged=len(rows) - len(changed), batches=batches)
+        return SyncResult(
+            upserted=len(changed), deleted=len(stale), unchanged=len(rows) - len(changed), batches=batches
+        )
 
     def delete_source(self, source: str) -> int:
         """Remove every row of one source, and only that source; returns how many went.
@@ -162,7 +186,9 @@ class MilvusStore:
         )[0]
         return [{"score": float(hit["distance"]), **hit["entity"]} for hit in hits]
 
-    def search_ids(self, vectors: np.ndarray, *, limit: int, source: str, batch: int = 256) -> list[list[str]]:
+    def search_ids(
+        self, vectors: np.ndarray, *, limit: int, source: str, batch: int = 256
+    ) -> list[list[str]]:
         """The ids of the `limit` nearest rows of one source for each vector, nearest first."""
         self.client.load_collection(self.collection)
         ranked: list[list[str]] = []
@@ -224,7 +250,9 @@ class MilvusResource(dg.ConfigurableResource):
     def open(self) -> MilvusStore:
         """The current model's own collection: where writes go and what the checks look at."""
         serving = self.collection if self.model else None
-        return MilvusStore(self.uri, self.model_collection, token=os.environ.get(self.token_env, ""), serving=serving)
+        return MilvusStore(
+            self.uri, self.model_collection, token=os.environ.get(self.token_env, ""), serving=serving
+        )
 
     def open_serving(self) -> MilvusStore:
         """The serving name: what readers get (the alias resolves in every call)."""

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
@@ -26,8 +26,7 @@ import httpx
 
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.html_text import html_to_page, normalize_url
-from rag_assets.core.pages import path_selected
-from rag_assets.core.pages import pages_limit_hit
+from rag_assets.core.pages import pages_limit_hit, path_selected
 from rag_assets.core.retry import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BASE_SECONDS,
@@ -152,11 +151,13 @@ class WebResource(dg.ConfigurableResource):
         return existed
 
     def crawl(self, source: WebSource, *, transport: httpx.BaseTransport | None = None) -> CrawlResult:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         cache = WebCache.load(self.cache_path(source.name))
         policy = RetryPolicy(self.retry_attempts, self.retry_base_seconds, self.retry_max_wait_seconds)
         headers = {"User-Agent": self.user_agent}
-        with httpx.Client(headers=headers, timeout=self.timeout_seconds, follow_redirects=True, transport=transport) as client:
+        with httpx.Client(
+            headers=headers, timeout=self.timeout_seconds, follow_redirects=True, transport=transport
+        ) as client:
             crawler = _Crawl(source, client, cache, policy, self.user_agent)
             pages = crawler.run()
         cache.save(crawler.seen_entries)
@@ -166,8 +167,16 @@ class WebResource(dg.ConfigurableResource):
 class _Crawl:
     """One crawl of one source: frontier, robots, politeness, de-duplication. Deterministic order."""
 
-    def __init__(self, source: WebSource, client: httpx.Client, cache: WebCache, policy: RetryPolicy, user_agent: str):
-        self.source, self.client, self.cache, self.policy, self.user_agent = source, client, cache, policy, user_agent
+    def __init__(
+        self, source: WebSource, client: httpx.Client, cache: WebCache, policy: RetryPolicy, user_agent: str
+    ):
+        self.source, self.client, self.cache, self.policy, self.user_agent = (
+            source,
+            client,
+            cache,
+            policy,
+            user_agent,
+        )
         self.stats = CrawlStats()
         self.seen_entries: dict[str, CacheEntry] = {}
         self.limiter = HostRateLimiter(source.requests_per_second)
@@ -181,13 +190,17 @@ class _Crawl:
     def run(self) -> list[WebPage]:
         prefix = normalize_url(self.source.prefix)
         self._load_robots(prefix)
-        seeds = self._sitemap_pages() + ([normalize_url(self.source.start_url)] if self.source.start_url else [])
+        seeds = self._sitemap_pages() + (
+            [normalize_url(self.source.start_url)] if self.source.start_url else []
+        )
         queue = deque(dict.fromkeys(seeds))
         queued = set(queue)
         pages: dict[str, WebPage] = {}
         fetched, max_pages = 0, min(self.source.max_pages, self.source.limits.max_pages)
         with ThreadPoolExecutor(max_workers=self.source.concurrency) as pool:
-            while queue and fetched < max_pages and self.stats.bytes_read <= self.source.limits.max_total_bytes:
+            while (
+                queue and fetched < max_pages and self.stats.bytes_read <= self.source.limits.max_total_bytes
+            ):
                 batch = []
                 while queue and len(batch) < min(self.source.concurrency, max_pages - fetched):
                     url = queue.popleft()
@@ -202,14 +215,17 @@ class _Crawl:
         self.stats.capped = sum(1 for url in queue if self._in_scope(url, prefix))
         if self.stats.capped:
             self.stats.limit_hit = (
-                f"max_total_bytes={self.source.limits.max_total_bytes} reached; {self.stats.capped} pages not read"
+                f"max_total_bytes={self.source.limits.max_total_bytes} reached; {self.stats.capped} "
+                "pages not read"
                 if self.stats.bytes_read > self.source.limits.max_total_bytes
                 else pages_limit_hit(max_pages, self.stats.capped)
             )
             self.stats.notes.append(self.stats.limit_hit)
         return list(pages.values())
 
-    def _take(self, result: _Fetched, prefix: str, pages: dict[str, WebPage], queued: set[str]) -> tuple[str, ...]:
+    def _take(
+        self, result: _Fetched, prefix: str, pages: dict[str, WebPage], queued: set[str]
+    ) -> tuple[str, ...]:
         """Record one fetched URL; returns the links to follow."""
         entry = result.entry
         if entry is None or entry.page is None:
@@ -260,14 +276,21 @@ class _Crawl:
         if body is None:
             self._count("too_large")
             with self._lock:
-                self.stats.notes.append(f"{url}: over the max_file_bytes={self.source.limits.max_file_bytes} limit, not read")
+                self.stats.notes.append(
+                    f"{url}: over the max_file_bytes={self.source.limits.max_file_bytes} limit, not read"
+                )
             return _Fetched(url, response.status_code, None)
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         entry = self._entry(url, response, content_type)
         text = body.decode(response.encoding or "utf-8", errors="replace")
         if content_type in HTML_TYPES:
             page = html_to_page(text, str(response.url))
-            entry.page = {"title": page.title, "canonical": page.canonical, "markdown": page.markdown, "links": list(page.links)}
+            entry.page = {
+                "title": page.title,
+                "canonical": page.canonical,
+                "markdown": page.markdown,
+                "links": list(page.links),
+            }
         elif content_type in TEXT_TYPES:
             entry.page = {"title": "", "canonical": None, "markdown": text, "links": []}
         else:
@@ -303,8 +326,10 @@ class _Crawl:
 
     def _entry(self, url: str, response: httpx.Response, content_type: str) -> CacheEntry:
         return CacheEntry(
-            final_url=str(response.url), etag=response.headers.get("etag"),
-            last_modified=response.headers.get("last-modified"), content_type=content_type,
+            final_url=str(response.url),
+            etag=response.headers.get("etag"),
+            last_modified=response.headers.get("last-modified"),
+            content_type=content_type,
         )
 
     def _text(self, url: str) -> str | None:

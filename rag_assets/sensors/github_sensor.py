@@ -27,7 +27,9 @@ def build_github_sensor(job, interval_seconds: int) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests a run for each GitHub source whose ref moved to a new commit.",
     )
-    def github_commits_sensor(context: dg.SensorEvaluationContext, sources: SourcesResource, github: GitHubResource):
+    def github_commits_sensor(
+        context: dg.SensorEvaluationContext, sources: SourcesResource, github: GitHubResource
+    ):
         try:
             configured = sources.load()
         except SourcesFileError as error:
@@ -56,15 +58,22 @@ def build_github_sensor(job, interval_seconds: int) -> dg.SensorDefinition:
             cursor[source.name] = check.sha
             first_seen += source.name not in known
             if _wanted(context.instance, source.name, known.get(source.name), check.sha):
-                runs.append(dg.RunRequest(partition_key=source.name, run_key=f"{source.name}:{check.sha}",
-                                          tags={"rag_assets/commit": check.sha}))
+                runs.append(
+                    dg.RunRequest(
+                        partition_key=source.name,
+                        run_key=f"{source.name}:{check.sha}",
+                        tags={"rag_assets/commit": check.sha},
+                    )
+                )
         cursor_json = json.dumps(cursor, sort_keys=True)
         note = _limited_note(limited)
         if runs:
             if note:
                 context.log.warning(note)
             return dg.SensorResult(run_requests=runs, cursor=cursor_json)
-        checked = f"{len(watched)} GitHub sources checked, none moved" + (f" ({first_seen} seen first, commit recorded)" if first_seen else "")
+        checked = f"{len(watched)} GitHub sources checked, none moved" + (
+            f" ({first_seen} seen first, commit recorded)" if first_seen else ""
+        )
         return dg.SensorResult(skip_reason=note or checked, cursor=cursor_json)
 
     return github_commits_sensor
@@ -93,7 +102,11 @@ def _parse(cursor: str | None) -> dict[str, str]:
         data = json.loads(cursor) if cursor else {}
     except ValueError:
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(data, dict)
+        else {}
+    )
 
 
 def _limited_note(limited: dict[str, datetime]) -> str:

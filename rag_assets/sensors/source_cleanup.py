@@ -23,7 +23,10 @@ class CleanupConfig(dg.Config):
     sources: list[str]
 
 
-@dg.op(pool="milvus", description="Delete the rows, parquet artifacts and web cache of sources removed from the sources file.")
+@dg.op(
+    pool="milvus",
+    description="Delete the rows, parquet artifacts and web cache of sources removed from the sources file.",
+)
 def remove_sources(
     context: dg.OpExecutionContext,
     config: CleanupConfig,
@@ -63,7 +66,9 @@ def _remove_artifacts(io_manager: PartitionedParquetIOManager, name: str) -> int
     return removed
 
 
-@dg.job(name=SOURCE_CLEANUP_JOB, description="Remove what a source deleted from the sources file left behind.")
+@dg.job(
+    name=SOURCE_CLEANUP_JOB, description="Remove what a source deleted from the sources file left behind."
+)
 def source_cleanup_job():
     remove_sources()
 

@@ -43,7 +43,11 @@ def build_web_sensor(job, interval_seconds: int) -> dg.SensorDefinition:
                 continue
             cursor[source.name] = now
             if last is not None:
-                runs.append(dg.RunRequest(partition_key=source.name, run_key=f"{source.name}:recheck:{int(now // period)}"))
+                runs.append(
+                    dg.RunRequest(
+                        partition_key=source.name, run_key=f"{source.name}:recheck:{int(now // period)}"
+                    )
+                )
         cursor_json = json.dumps(cursor, sort_keys=True)
         if runs:
             return dg.SensorResult(run_requests=runs, cursor=cursor_json)

@@ -1,4 +1,5 @@
-"""A loopback server that answers like GitHub's REST API and codeload, so tests and benchmarks need no network.
+"""A loopback server that answers like GitHub's REST API and codeload, so tests and benchmarks need no
+network.
 
 Shapes follow REST API version 2022-11-28 (see shared/notes/github-api.md). State lives in memory and
 is guarded by one lock; every answer is decided under the lock, then sent (and slept for) outside it.
@@ -19,7 +20,7 @@ import tarfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -117,10 +118,15 @@ class FakeGitHub(LoopbackServer):
         self._serial = itertools.count(1)
 
     def add_repo(
-        self, repo: str, files: dict[str, bytes | str], *, ref: str = DEFAULT_REF,
+        self,
+        repo: str,
+        files: dict[str, bytes | str],
+        *,
+        ref: str = DEFAULT_REF,
         extra_members: list[ExtraMember] | None = None,
     ) -> str:
-        """Create `repo` (its default branch is the first ref added) and commit `files` to `ref`; returns the SHA.
+        """Create `repo` (its default branch is the first ref added) and commit `files` to `ref`; returns
+        the SHA.
 
         `extra_members` go into the tarball only (not the tree listing), under the top folder unless their
         name starts with '/': symlinks, '../' names, devices, to test hostile archives.
@@ -136,12 +142,17 @@ class FakeGitHub(LoopbackServer):
                 raise KeyError(f"no repository {repo!r}: add_repo it first")
         return self._commit(repo, files, ref, [])
 
-    def add_repo_from_tarball(self, repo: str, tarball_path: str | os.PathLike[str], *, ref: str = DEFAULT_REF) -> str:
-        """Commit the regular files of an archive with one top folder (like `git archive --prefix=x/`), stripped."""
+    def add_repo_from_tarball(
+        self, repo: str, tarball_path: str | os.PathLike[str], *, ref: str = DEFAULT_REF
+    ) -> str:
+        """Commit the regular files of an archive with one top folder (like `git archive --prefix=x/`),
+        stripped."""
         return self.add_repo(repo, tarball_files(tarball_path), ref=ref)
 
     def _commit(self, repo: str, files: dict[str, bytes | str], ref: str, extra: list[ExtraMember]) -> str:
-        data = {path: content.encode() if isinstance(content, str) else content for path, content in files.items()}
+        data = {
+            path: content.encode() if isinstance(content, str) else content for path, content in files.items()
+        }
         tree_sha, entries = _git_tree(data)
         with self._lock:
             parent, serial = self._repos[repo].refs.get(ref, ""), next(self._serial)
@@ -165,14 +176,20 @@ class FakeGitHub(LoopbackServer):
             self._resets += times
 
     def serve_corrupt_tarball(self, repo: str, mode: CorruptMode | None) -> None:
-        """Serve half an archive ("truncated") or bytes that are not gzip ("garbage"); None serves it whole."""
+        """Serve half an archive ("truncated") or bytes that are not gzip ("garbage"); None serves it
+        whole.
+        """
         with self._lock:
             self._repos[repo].corrupt = mode
 
     def set_rate_limit(self, remaining: int, reset_epoch: int) -> None:
         """At 0 remaining, API requests get 403 until `reset_epoch`, when the window refills."""
         with self._lock:
-            self._limit, self._remaining, self._reset_epoch = max(self._limit, remaining), remaining, reset_epoch
+            self._limit, self._remaining, self._reset_epoch = (
+                max(self._limit, remaining),
+                remaining,
+                reset_epoch,
+            )
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -217,8 +234,13 @@ class FakeGitHub(LoopbackServer):
 
     def _refusal(self, headers: dict[str, str]) -> _Answer | None:
         if not headers.get("user-agent", "").strip():
-            return _json(403, {"message": "Request forbidden by administrative rules. "
-                                          "Please make sure your request has a User-Agent header"})
+            return _json(
+                403,
+                {
+                    "message": "Request forbidden by administrative rules. "
+                    "Please make sure your request has a User-Agent header"
+                },
+            )
         token = self.required_token
         if token is not None and headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
             return _json(401, {"message": "Bad credentials"})
@@ -230,9 +252,13 @@ class FakeGitHub(LoopbackServer):
 
     def _rate_headers(self) -> dict[str, str]:
         remaining = max(self._remaining, 0)
-        return {"x-ratelimit-limit": str(self._limit), "x-ratelimit-remaining": str(remaining),
-                "x-ratelimit-used": str(self._limit - remaining), "x-ratelimit-reset": str(self._reset_epoch),
-                "x-ratelimit-resource": "core"}
+        return {
+            "x-ratelimit-limit": str(self._limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-used": str(self._limit - remaining),
+            "x-ratelimit-reset": str(self._reset_epoch),
+            "x-ratelimit-resource": "core",
+        }
 
     def _route(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> _Answer:
         match = _API_PATH.fullmatch(path)
@@ -250,12 +276,17 @@ class FakeGitHub(LoopbackServer):
                 return _Answer(200, {"Content-Type": content_type, "ETag": etag}, commit.sha.encode())
             return _json(200, _commit_json(commit), {"ETag": etag})
         if endpoint == "tarball" and (commit := repo.resolve(rest or "HEAD")):
-            return _Answer(302, {"Location": f"{self.url}{CODELOAD_PREFIX}/{repo.name}/legacy.tar.gz/{commit.sha}"})
+            return _Answer(
+                302, {"Location": f"{self.url}{CODELOAD_PREFIX}/{repo.name}/legacy.tar.gz/{commit.sha}"}
+            )
         if endpoint == "git/trees" and (found := repo.tree(rest)):
             tree_sha, prefix, entries = found
             recursive = "recursive" in query
-            listing = [dict(e, path=e["path"][len(prefix):]) for e in entries if e["path"].startswith(prefix)
-                       and (recursive or "/" not in e["path"][len(prefix):])]
+            listing = [
+                dict(e, path=e["path"][len(prefix) :])
+                for e in entries
+                if e["path"].startswith(prefix) and (recursive or "/" not in e["path"][len(prefix) :])
+            ]
             return _json(200, {"sha": tree_sha, "tree": listing, "truncated": False})
         if endpoint == "contents" and (commit := repo.resolve(query.get("ref", ["HEAD"])[0])):
             return _contents(commit, rest.strip("/"), RAW_MEDIA_TYPE in accept or ".raw" in accept)
@@ -277,8 +308,11 @@ class FakeGitHub(LoopbackServer):
             self._resets -= 1
             reset_after = max(1, min(CHUNK_BYTES, len(body) // 2))
         top = f"{repo.name.replace('/', '-')}-{commit.sha[:7]}"
-        headers = {"Content-Type": "application/x-gzip", "ETag": f'"{commit.sha}"',
-                   "Content-Disposition": f"attachment; filename={top}.tar.gz"}
+        headers = {
+            "Content-Type": "application/x-gzip",
+            "ETag": f'"{commit.sha}"',
+            "Content-Disposition": f"attachment; filename={top}.tar.gz",
+        }
         return _Answer(200, headers, body, reset_after)
 
 
@@ -314,7 +348,9 @@ def tarball_files(tarball_path: str | os.PathLike[str]) -> dict[str, bytes | str
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Answer:
-    return _Answer(status, {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})}, json.dumps(payload).encode())
+    return _Answer(
+        status, {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})}, json.dumps(payload).encode()
+    )
 
 
 def _not_found() -> _Answer:
@@ -327,14 +363,21 @@ def _etag_matches(if_none_match: str, sha: str) -> bool:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _commit_json(commit: _Commit) -> dict[str, Any]:
     person = {**COMMITTER, "date": commit.date}
-    return {"sha": commit.sha, "parents": [{"sha": commit.parent}] if commit.parent else [],
-            "commit": {"tree": {"sha": commit.tree_sha}, "author": person, "committer": person,
-                       "message": f"Commit {commit.sha[:7]}"}}
+    return {
+        "sha": commit.sha,
+        "parents": [{"sha": commit.parent}] if commit.parent else [],
+        "commit": {
+            "tree": {"sha": commit.tree_sha},
+            "author": person,
+            "committer": person,
+            "message": f"Commit {commit.sha[:7]}",
+        },
+    }
 
 
 def _contents(commit: _Commit, path: str, raw: bool) -> _Answer:
@@ -344,8 +387,18 @@ def _contents(commit: _Commit, path: str, raw: bool) -> _Answer:
     data = commit.files[path]
     if raw:
         return _Answer(200, {"Content-Type": f"{RAW_MEDIA_TYPE}; charset=utf-8"}, data)
-    return _json(200, {"type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "sha": _blob_sha(data),
-                       "size": len(data), "encoding": "base64", "content": base64.encodebytes(data).decode()})
+    return _json(
+        200,
+        {
+            "type": "file",
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": _blob_sha(data),
+            "size": len(data),
+            "encoding": "base64",
+            "content": base64.encodebytes(data).decode(),
+        },
+    )
 
 
 def _blob_sha(data: bytes) -> str:
@@ -374,18 +427,23 @@ def _write_tree(node: dict[str, Any], prefix: str, entries: list[dict[str, Any]]
             records.append((name + "/", b"40000 " + name.encode(), sha))  # git sorts folders as "name/"
         else:
             sha = _blob_sha(child)
-            entries.append({"path": prefix + name, "mode": "100644", "type": "blob", "sha": sha, "size": len(child)})
+            entries.append(
+                {"path": prefix + name, "mode": "100644", "type": "blob", "sha": sha, "size": len(child)}
+            )
             records.append((name, b"100644 " + name.encode(), sha))
     body = b"".join(head + b"\0" + bytes.fromhex(sha) for _, head, sha in sorted(records))
     return hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()
 
 
-def _build_archive(top: str, sha: str, files: dict[str, bytes], extra: list[ExtraMember], mtime: int) -> bytes:
+def _build_archive(
+    top: str, sha: str, files: dict[str, bytes], extra: list[ExtraMember], mtime: int
+) -> bytes:
     """A gzipped tar like codeload's: a pax header naming the commit, one top folder, folders before files."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=GZIP_LEVEL, mtime=mtime) as gz, tarfile.open(
-        fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": sha}
-    ) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=GZIP_LEVEL, mtime=mtime) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": sha}) as tar,
+    ):
         tar.addfile(_info(f"{top}/", tarfile.DIRTYPE, 0o755, 0, mtime))
         seen: set[str] = set()
         for path in sorted(files):

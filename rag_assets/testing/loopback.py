@@ -25,7 +25,9 @@ class LoopbackServer:
     def start(self) -> Self:
         self._server = _Server((HOST, 0), LoopbackHandler)
         self._server.owner = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

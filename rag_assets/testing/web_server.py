@@ -84,7 +84,9 @@ class FakeSite(LoopbackServer):
             self._requests.clear()
 
     def count(self, *, status: int | None = None, path: str | None = None) -> int:
-        return sum((status is None or r.status == status) and (path is None or r.path == path) for r in self.requests)
+        return sum(
+            (status is None or r.status == status) and (path is None or r.path == path) for r in self.requests
+        )
 
     def handle_get(self, handler: LoopbackHandler) -> None:
         status, headers, body = self._answer(handler.path, handler.lower_headers)

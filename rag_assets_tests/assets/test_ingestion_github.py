@@ -7,8 +7,14 @@ from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.conftest import milvus_rows, write_sources
 
 FILES = {
-    "docs/index.txt": "=====\nIndex\n=====\n\nWelcome to the documentation of the frobnicator.\n\nInstall\n=======\n\nRun the installer twice.\n",
-    "docs/topics/models.txt": "Models\n======\n\nA model is the single source of truth about your data.\n\nFields\n------\n\nEach field is a class attribute.\n",
+    "docs/index.txt": (
+        "=====\nIndex\n=====\n\nWelcome to the documentation of the frobnicator.\n\n"
+        "Install\n=======\n\nRun the installer twice.\n"
+    ),
+    "docs/topics/models.txt": (
+        "Models\n======\n\nA model is the single source of truth about your data.\n\n"
+        "Fields\n------\n\nEach field is a class attribute.\n"
+    ),
     "docs/releases/1.0.txt": "1.0 notes\n=========\n\nExcluded by the glob.\n",
     "docs/logo.txt": b"\x89PNG\r\n\x1a\n\x00\x00binary",
     "README.md": "# Not selected\n",
@@ -22,8 +28,16 @@ def github():
 
 
 def github_source(github: FakeGitHub, **extra) -> dict:
-    return {"name": "frob", "kind": "github", "repo": "acme/frob", "ref": "main", "include": ["docs/**/*.txt"],
-            "exclude": ["docs/releases/**"], "api_url": github.url, **extra}
+    return {
+        "name": "frob",
+        "kind": "github",
+        "repo": "acme/frob",
+        "ref": "main",
+        "include": ["docs/**/*.txt"],
+        "exclude": ["docs/releases/**"],
+        "api_url": github.url,
+        **extra,
+    }
 
 
 def test_github_source_costs_one_ref_lookup_and_one_tarball(settings, instance, github):
@@ -59,7 +73,12 @@ def test_new_commit_replaces_the_edited_section_only(settings, instance, github)
     run_ingest(settings, instance, ["frob"])
     before = milvus_rows(settings, "frob")
 
-    edited = dict(FILES, **{"docs/topics/models.txt": FILES["docs/topics/models.txt"].replace("class attribute", "descriptor")})
+    edited = dict(
+        FILES,
+        **{
+            "docs/topics/models.txt": FILES["docs/topics/models.txt"].replace("class attribute", "descriptor")
+        },
+    )
     github.push("acme/frob", edited)
     [summary] = run_ingest(settings, instance, ["frob"])
 

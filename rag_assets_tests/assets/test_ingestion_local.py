@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
 from rag_assets.core.chunking import Chunker
+from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
 from rag_assets.core.sections import detect_format
 from rag_assets.ingest import run_ingest
 from rag_assets_tests.conftest import milvus_rows, write_sources
@@ -23,7 +23,10 @@ def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]
 
 
 def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, docs_folder):
-    write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder), "include": ["**/*.md"]}])
+    write_sources(
+        settings.sources_file,
+        [{"name": "notes", "kind": "local", "path": str(docs_folder), "include": ["**/*.md"]}],
+    )
 
     [summary] = run_ingest(settings, instance, ["notes"])
 
@@ -31,7 +34,13 @@ def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, 
     expected = expected_chunks("notes", docs_folder)
     assert {i: (r["path"], r["heading"], r["text"]) for i, r in rows.items()} == expected
     assert summary.counts.pop("tokens") > len(expected)
-    assert summary.counts == {"pages": 4, "chunks": len(expected), "embedded": len(expected), "written": len(expected), "deleted": 0}
+    assert summary.counts == {
+        "pages": 4,
+        "chunks": len(expected),
+        "embedded": len(expected),
+        "written": len(expected),
+        "deleted": 0,
+    }
     assert "Architecture › The asset graph › embeddings" in {r["heading"] for r in rows.values()}
     assert all(r["url"].startswith("file://") and r["url"].endswith(r["path"]) for r in rows.values())
 
@@ -55,10 +64,13 @@ def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folde
     other = workdir / "other"
     other.mkdir()
     (other / "guide.md").write_text("# Guide\n\nThe other source has its own page.\n")
-    write_sources(settings.sources_file, [
-        {"name": "notes", "kind": "local", "path": str(docs_folder)},
-        {"name": "guide", "kind": "local", "path": str(other)},
-    ])
+    write_sources(
+        settings.sources_file,
+        [
+            {"name": "notes", "kind": "local", "path": str(docs_folder)},
+            {"name": "guide", "kind": "local", "path": str(other)},
+        ],
+    )
     run_ingest(settings, instance, ["notes", "guide"])
     notes_before = milvus_rows(settings, "notes")
 
@@ -78,4 +90,6 @@ def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, insta
     [summary] = run_ingest(settings, instance, ["notes"])
 
     assert milvus_rows(settings, "notes") == first
-    assert summary.counts["embedded"] == 0 and summary.counts["written"] == 0 and summary.counts["deleted"] == 0
+    assert (
+        summary.counts["embedded"] == 0 and summary.counts["written"] == 0 and summary.counts["deleted"] == 0
+    )

@@ -14,7 +14,8 @@ def chunker() -> Chunker:
 
 def long_page(sections: int = 3, sentences: int = 80) -> str:
     return "\n\n".join(
-        f"## Part {s}\n\n" + " ".join(f"Sentence {i} of part {s} explains one more detail." for i in range(sentences))
+        f"## Part {s}\n\n"
+        + " ".join(f"Sentence {i} of part {s} explains one more detail." for i in range(sentences))
         for s in range(sections)
     )
 

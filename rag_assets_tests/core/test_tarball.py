@@ -18,7 +18,9 @@ def make_tarball(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def entry(
+    name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = link
@@ -32,27 +34,31 @@ def read(archive: bytes, **limits) -> tuple[dict[str, str], PageStats]:
 
 
 def test_hostile_entries_are_skipped_and_counted():
-    archive = make_tarball([
-        entry("top/docs/ok.md", b"# ok"),
-        entry("top/../../evil.md", b"# escape"),
-        entry("/etc/abs.md", b"# absolute"),
-        entry("top/docs/link.md", kind=tarfile.SYMTYPE, link="/etc/passwd"),
-        entry("top/docs/hard.md", kind=tarfile.LNKTYPE, link="top/docs/ok.md"),
-        entry("top/docs/dev.md", kind=tarfile.CHRTYPE),
-        entry("top/docs/fifo.md", kind=tarfile.FIFOTYPE),
-    ])
+    archive = make_tarball(
+        [
+            entry("top/docs/ok.md", b"# ok"),
+            entry("top/../../evil.md", b"# escape"),
+            entry("/etc/abs.md", b"# absolute"),
+            entry("top/docs/link.md", kind=tarfile.SYMTYPE, link="/etc/passwd"),
+            entry("top/docs/hard.md", kind=tarfile.LNKTYPE, link="top/docs/ok.md"),
+            entry("top/docs/dev.md", kind=tarfile.CHRTYPE),
+            entry("top/docs/fifo.md", kind=tarfile.FIFOTYPE),
+        ]
+    )
     pages, stats = read(archive)
     assert pages == {"docs/ok.md": "# ok"}
     assert stats.unsafe_skipped == 6
 
 
 def test_binary_oversized_and_bad_utf8_files_are_counted():
-    archive = make_tarball([
-        entry("top/a.md", b"\x00\x01binary"),
-        entry("top/b.md", b"x" * 2000),
-        entry("top/c.md", "caf\u00e9".encode("latin-1")),
-        entry("top/d.md", b""),
-    ])
+    archive = make_tarball(
+        [
+            entry("top/a.md", b"\x00\x01binary"),
+            entry("top/b.md", b"x" * 2000),
+            entry("top/c.md", "caf\u00e9".encode("latin-1")),
+            entry("top/d.md", b""),
+        ]
+    )
     pages, stats = read(archive, max_file_bytes=1000)
     assert pages == {"c.md": "caf\ufffd", "d.md": ""}
     assert (stats.binary_skipped, stats.too_large_skipped, stats.decoded_with_replacement) == (1, 1, 1)

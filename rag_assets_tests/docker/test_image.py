@@ -48,7 +48,10 @@ def pyproject_dependencies() -> list[str]:
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args, str(REPO / "pyproject.toml")], capture_output=True, text=True, check=False
+        [sys.executable, str(SCRIPT), *args, str(REPO / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 

@@ -94,7 +94,9 @@ def test_the_docker_workspace_is_valid_for_dagster():
 
 
 def test_the_celery_config_is_valid_executor_config_and_points_at_redis(compose_env):
-    cli = pytest.importorskip("dagster_celery.cli", reason="dagster-celery is installed in the image, not here")
+    cli = pytest.importorskip(
+        "dagster_celery.cli", reason="dagster-celery is installed in the image, not here"
+    )
     config = cli.get_validated_config(str(DOCKER_DIR / "celery.yaml"))
     assert config["broker"] == compose_env["DAGSTER_CELERY_BROKER_URL"]
     assert config["backend"] == compose_env["DAGSTER_CELERY_BACKEND_URL"]

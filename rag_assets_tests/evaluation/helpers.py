@@ -15,7 +15,9 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, source: str) -> di
 
 
 def latest_check(instance: dg.DagsterInstance, name: str) -> dg.AssetCheckEvaluation:
-    records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True)
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True
+    )
     evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
     return [e for e in evaluations if e.check_name == name][-1]
 

@@ -20,7 +20,10 @@ A, B = "rag_chunks__model_a_0000", "rag_chunks__model_b_1111"
 
 
 def test_each_model_has_its_own_collection_name_in_milvus_alphabet():
-    assert model_collection_name("rag_chunks", "all-MiniLM-L6-v2-1A2b3c4d5e6f7a8b") == "rag_chunks__all_minilm_l6_v2_1a2b3c4d5e6f7a8b"
+    assert (
+        model_collection_name("rag_chunks", "all-MiniLM-L6-v2-1A2b3c4d5e6f7a8b")
+        == "rag_chunks__all_minilm_l6_v2_1a2b3c4d5e6f7a8b"
+    )
     assert model_collection_name("rag_chunks", "other.model v2-ffff") == "rag_chunks__other_model_v2_ffff"
     long = model_collection_name("docs", "x" * 300 + "-abcdef0123456789")
     assert long.endswith("_abcdef0123456789") and len(long) < 100
@@ -35,13 +38,31 @@ def test_each_model_has_its_own_collection_name_in_milvus_alphabet():
         (None, {"x": (B, True)}, True, Promotion(True, "first collection", ("y",))),
         (A, {"x": (B, True), "y": (A, True)}, True, Promotion(False, "incomplete", ("y",))),
         (A, {"x": (B, True), "y": (B, True)}, True, Promotion(True, "complete and evaluated")),
-        (A, {"x": (B, True), "y": (B, False)}, True, Promotion(False, "below the recall threshold", (), ("y",))),
-        (A, {"x": (B, True), "y": (B, False)}, False, Promotion(True, "complete and evaluated")),  # the check only warns
+        (
+            A,
+            {"x": (B, True), "y": (B, False)},
+            True,
+            Promotion(False, "below the recall threshold", (), ("y",)),
+        ),
+        (
+            A,
+            {"x": (B, True), "y": (B, False)},
+            False,
+            Promotion(True, "complete and evaluated"),
+        ),  # the check only warns
         (B, {"x": (B, True), "y": (B, True)}, True, Promotion(False, "already serving")),
     ],
 )
-def test_the_alias_moves_only_when_every_source_is_written_and_evaluated_on_the_new_collection(serving, evaluations, require_pass, expected):
-    decision = decide_promotion(serving=serving, candidate=B, registered=["x", "y"], evaluations=evaluations, require_pass=require_pass)
+def test_the_alias_moves_only_when_every_source_is_written_and_evaluated_on_the_new_collection(
+    serving, evaluations, require_pass, expected
+):
+    decision = decide_promotion(
+        serving=serving,
+        candidate=B,
+        registered=["x", "y"],
+        evaluations=evaluations,
+        require_pass=require_pass,
+    )
     assert decision == expected
 
 
@@ -51,7 +72,12 @@ def make(store: MilvusStore, name: str, rows: int = 0, model: str = "") -> None:
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
     index = store.client.prepare_index_params()
     index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
-    store.client.create_collection(name, schema=schema, index_params=index, properties=model_properties(model, f"{model}-0") if model else None)
+    store.client.create_collection(
+        name,
+        schema=schema,
+        index_params=index,
+        properties=model_properties(model, f"{model}-0") if model else None,
+    )
     if rows:
         store.client.insert(name, [{"id": i, "vector": [0.5] * 4} for i in range(rows)])
         store.client.flush(name)
@@ -71,12 +97,15 @@ def test_milvus_lite_alias_resolves_for_readers_and_moves_atomically(store):
 
     assert point_alias(store.client, "rag_chunks", A) is None
     assert serving_target(store.client, "rag_chunks") == A
-    assert store.client.get_collection_stats("rag_chunks")["row_count"] == 2  # the alias reads as the collection
+    assert (
+        store.client.get_collection_stats("rag_chunks")["row_count"] == 2
+    )  # the alias reads as the collection
 
     assert point_alias(store.client, "rag_chunks", B) == A
     assert store.client.get_collection_stats("rag_chunks")["row_count"] == 3
     assert {c.name: (c.rows, c.serving, c.model) for c in describe_family(store.client, "rag_chunks")} == {
-        A: (2, False, "a"), B: (3, True, "b"),
+        A: (2, False, "a"),
+        B: (3, True, "b"),
     }
 
 

@@ -1,4 +1,6 @@
-"""The pure evaluation logic: queries from headings and from a file, recall@k and MRR, relevance by overlap."""
+"""The pure evaluation logic: queries from headings and from a file, recall@k and MRR, relevance by
+overlap.
+"""
 
 import json
 
@@ -32,7 +34,9 @@ def test_each_section_title_is_a_query_answered_by_its_sections_chunks():
 
     assert queries == [
         EvalQuery("Requirements", frozenset({"a1", "a2"})),
-        EvalQuery("Examples", frozenset({"b1", "c1"})),  # one query for a title two pages share: either answers it
+        EvalQuery(
+            "Examples", frozenset({"b1", "c1"})
+        ),  # one query for a title two pages share: either answers it
     ]  # no query for text before any heading, nor for a title too short to ask about
 
 
@@ -55,7 +59,16 @@ def test_a_queries_file_matches_paths_breadcrumbs_and_titles_and_reports_referen
     assert skipped == ["notes.jsonl:5: no chunk matches ['removed.md']"]
 
 
-@pytest.mark.parametrize("line", ["not json", '["a list"]', '{"query": "no refs"}', '{"query": "", "relevant": ["x"]}', '{"query": "q", "relevant": [1]}'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not json",
+        '["a list"]',
+        '{"query": "no refs"}',
+        '{"query": "", "relevant": ["x"]}',
+        '{"query": "q", "relevant": [1]}',
+    ],
+)
 def test_a_malformed_queries_file_line_is_an_error_naming_the_line(line):
     with pytest.raises(ValueError, match=r"^q\.jsonl:2: "):
         file_queries(['{"query": "fine", "relevant": ["usage.md"]}', line], CHUNKS, name="q.jsonl")
@@ -79,7 +92,13 @@ def test_recall_at_k_and_mrr_from_first_relevant_ranks():
 
     assert scores.recall_at == {1: 0.25, 5: 0.5, 10: 0.75}
     assert scores.mrr == round((1 + 1 / 2 + 1 / 6) / 4, 4)
-    assert scores.as_metadata() == {"queries": 4, "recall_at_1": 0.25, "recall_at_5": 0.5, "recall_at_10": 0.75, "mrr_at_10": scores.mrr}
+    assert scores.as_metadata() == {
+        "queries": 4,
+        "recall_at_1": 0.25,
+        "recall_at_5": 0.5,
+        "recall_at_10": 0.75,
+        "mrr_at_10": scores.mrr,
+    }
 
 
 def test_no_queries_is_nothing_missed_and_too_shallow_a_search_is_refused():

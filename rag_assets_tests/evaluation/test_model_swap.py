@@ -26,7 +26,13 @@ QUESTION = "which variable points at the Milvus server?"
 
 
 def rag_assets(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "rag_assets.cli", *args], capture_output=True, text=True, env=os.environ, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -44,11 +50,16 @@ def two_sources(settings, instance, docs_folder, workdir):
     """Two sources ingested with model A (the bundled MiniLM)."""
     more = workdir / "more"
     more.mkdir()
-    (more / "deploy.md").write_text("# Deploying\n\nRun the code location in Docker.\n\n## Kubernetes\n\nOne pod per step.\n")
-    write_sources(settings.sources_file, [
-        {"name": "notes", "kind": "local", "path": str(docs_folder)},
-        {"name": "more", "kind": "local", "path": str(more)},
-    ])
+    (more / "deploy.md").write_text(
+        "# Deploying\n\nRun the code location in Docker.\n\n## Kubernetes\n\nOne pod per step.\n"
+    )
+    write_sources(
+        settings.sources_file,
+        [
+            {"name": "notes", "kind": "local", "path": str(docs_folder)},
+            {"name": "more", "kind": "local", "path": str(more)},
+        ],
+    )
     run_ingest(settings, instance, ["notes", "more"])
     return settings
 
@@ -76,13 +87,20 @@ def test_a_new_model_serves_only_once_every_source_is_on_it_and_evaluated_and_th
     assert models_of(settings_b, "notes") == models_of(settings_b, "more") == {identity_a}
     assert latest_metadata(instance, "retrieval_eval", "notes")["collection"] == b
     state = latest_metadata(instance, "serving_collection", "notes")
-    assert (state["serving"], state["candidate"], state["moved"], state["waiting_for"]) == (a, b, False, "more")
+    assert (state["serving"], state["candidate"], state["moved"], state["waiting_for"]) == (
+        a,
+        b,
+        False,
+        "more",
+    )
     assert top_hit(QUESTION)["path"] == "configuration.md"
 
     run_ingest(settings_b, instance, ["more"])
 
     # Complete and evaluated: the alias moved; A is kept for rollback.
-    assert serving(settings_b) == b and models_of(settings_b, "notes") == models_of(settings_b, "more") == {identity_b}
+    assert serving(settings_b) == b and models_of(settings_b, "notes") == models_of(settings_b, "more") == {
+        identity_b
+    }
     assert latest_metadata(instance, "serving_collection", "more")["moved"] is True
     assert {a, b} <= collections(settings_b)
     assert top_hit(QUESTION)["path"] == "configuration.md"
@@ -108,7 +126,9 @@ def test_a_model_that_fails_the_evaluation_is_never_served(two_sources, instance
     assert model_collection(settings_b) in collections(settings_b)  # built, measured, refused
 
 
-def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(two_sources, instance, workdir, monkeypatch, docs_folder):
+def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
+    two_sources, instance, workdir, monkeypatch, docs_folder
+):
     a = model_collection(two_sources)
     settings_b, _ = switch_model(workdir, monkeypatch)
     run_ingest(settings_b, instance, ["notes", "more"])
@@ -116,7 +136,9 @@ def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
     write_sources(settings_b.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
 
     cleanup = build_definitions(settings_b).resolve_job_def(SOURCE_CLEANUP_JOB)
-    result = cleanup.execute_in_process(run_config={"ops": {"remove_sources": {"config": {"sources": ["more"]}}}}, instance=instance)
+    result = cleanup.execute_in_process(
+        run_config={"ops": {"remove_sources": {"config": {"sources": ["more"]}}}}, instance=instance
+    )
 
     assert result.success
     assert milvus_rows(settings_b, "more") == {}  # the served collection (B's)

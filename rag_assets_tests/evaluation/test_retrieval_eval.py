@@ -1,4 +1,5 @@
-"""retrieval_eval on real storage: recall@k and MRR per source, the threshold that warns or blocks, users' queries."""
+"""retrieval_eval on real storage: recall@k and MRR per source, the threshold that warns or blocks, users'
+queries."""
 
 import json
 
@@ -25,29 +26,47 @@ def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_sourc
 
     queries = latest_metadata(instance, "eval_queries", "notes")
     scores = latest_metadata(instance, "retrieval_eval", "notes")
-    assert queries["heading_queries"] == scores["queries"] == SAMPLE_TITLES and queries["queries_embedded"] == SAMPLE_TITLES
-    assert all(isinstance(scores[key], float) for key in ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10"))
+    assert (
+        queries["heading_queries"] == scores["queries"] == SAMPLE_TITLES
+        and queries["queries_embedded"] == SAMPLE_TITLES
+    )
+    assert all(
+        isinstance(scores[key], float) for key in ("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10")
+    )
     assert 0.5 <= scores["recall_at_1"] <= scores["recall_at_5"] <= scores["recall_at_10"] <= 1.0
     assert scores["recall_at_1"] <= scores["mrr_at_10"] <= scores["recall_at_10"]
-    assert scores["collection"] == model_collection(settings) == serving(settings) and scores["meets_threshold"]
+    assert (
+        scores["collection"] == model_collection(settings) == serving(settings) and scores["meets_threshold"]
+    )
     check = latest_check(instance, RECALL_CHECK)
     assert check.passed and "| notes | 18 |" in check.metadata["sources"].value
     per_query = pd.read_parquet(settings.artifacts_dir / "retrieval_eval" / "notes.parquet")
-    assert len(per_query) == SAMPLE_TITLES and set(per_query.columns) == {"query", "origin", "relevant", "first_relevant_rank"}
+    assert len(per_query) == SAMPLE_TITLES and set(per_query.columns) == {
+        "query",
+        "origin",
+        "relevant",
+        "first_relevant_rank",
+    }
 
     run_ingest(settings, instance, ["notes"])
 
-    assert latest_metadata(instance, "eval_queries", "notes")["queries_embedded"] == 0  # vectors of unchanged queries are kept
+    assert (
+        latest_metadata(instance, "eval_queries", "notes")["queries_embedded"] == 0
+    )  # vectors of unchanged queries are kept
 
 
 def misleading_queries(settings: Settings) -> None:
     """A question whose only 'relevant' chunk is one that does not answer it: recall@1 < 1 for sure."""
     folder = settings.queries_dir
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notes.jsonl").write_text(json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["Scores"]}) + "\n")
+    (folder / "notes.jsonl").write_text(
+        json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["Scores"]}) + "\n"
+    )
 
 
-def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_warns_otherwise(notes, instance, monkeypatch):
+def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_warns_otherwise(
+    notes, instance, monkeypatch
+):
     monkeypatch.setenv("RAG_EVAL_K", "1")
     monkeypatch.setenv("RAG_MIN_RECALL", "1.0")
     settings = Settings.from_env()
@@ -58,7 +77,11 @@ def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_
 
     assert latest_metadata(instance, "retrieval_eval", "notes")["meets_threshold"] is False
     check = latest_check(instance, RECALL_CHECK)
-    assert not check.passed and check.severity.value == "ERROR" and check.description == "recall@1 below 1.0 for notes"
+    assert (
+        not check.passed
+        and check.severity.value == "ERROR"
+        and check.description == "recall@1 below 1.0 for notes"
+    )
 
     monkeypatch.setenv("RAG_EVAL_BLOCKING", "false")
     run_ingest(Settings.from_env(), instance, ["notes"])
@@ -69,16 +92,28 @@ def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_
 
 def test_a_users_queries_file_is_evaluated_with_the_heading_queries(settings, instance, notes):
     settings.queries_dir.mkdir()
-    (settings.queries_dir / "notes.jsonl").write_text("\n".join([
-        json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["configuration.md"]}),
-        json.dumps({"query": "a page that was deleted", "relevant": ["deleted.md"]}),
-    ]))
+    (settings.queries_dir / "notes.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {"query": "which variable points at the Milvus server?", "relevant": ["configuration.md"]}
+                ),
+                json.dumps({"query": "a page that was deleted", "relevant": ["deleted.md"]}),
+            ]
+        )
+    )
 
     run_ingest(settings, instance, ["notes"])
 
     queries = latest_metadata(instance, "eval_queries", "notes")
-    assert (queries["heading_queries"], queries["file_queries"], queries["file_lines_skipped"]) == (SAMPLE_TITLES, 1, 1)
-    per_query = pd.read_parquet(settings.artifacts_dir / "retrieval_eval" / "notes.parquet").set_index("query")
+    assert (queries["heading_queries"], queries["file_queries"], queries["file_lines_skipped"]) == (
+        SAMPLE_TITLES,
+        1,
+        1,
+    )
+    per_query = pd.read_parquet(settings.artifacts_dir / "retrieval_eval" / "notes.parquet").set_index(
+        "query"
+    )
     assert per_query.loc["which variable points at the Milvus server?", "first_relevant_rank"] == 1
 
 

@@ -37,7 +37,13 @@ def postgres_database():
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield parts.username or "postgres", parts.password or "", parts.hostname, str(parts.port or 5432), name
+        yield (
+            parts.username or "postgres",
+            parts.password or "",
+            parts.hostname,
+            str(parts.port or 5432),
+            name,
+        )
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -52,7 +58,13 @@ def postgres_home(env, postgres_database, monkeypatch, workdir) -> Path:
     storage, run coordinator, pools and run monitoring are the file's own.
     """
     user, password, host, port, database = postgres_database
-    for name, value in {"USER": user, "PASSWORD": password, "HOST": host, "PORT": port, "DB": database}.items():
+    for name, value in {
+        "USER": user,
+        "PASSWORD": password,
+        "HOST": host,
+        "PORT": port,
+        "DB": database,
+    }.items():
         monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", value)
     config = yaml.safe_load(DOCKER_INSTANCE.read_text())
     config["local_artifact_storage"]["config"]["base_dir"] = str(workdir / "dagster_storage")

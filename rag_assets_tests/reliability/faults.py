@@ -45,7 +45,8 @@ class FailingClient:
 
 
 class FailingMilvusResource(MilvusResource):
-    """MilvusResource whose stores fail the `fail_on`-th `verb` call; one count per opened store (per write step)."""
+    """MilvusResource whose stores fail the `fail_on`-th `verb` call; one count per opened store (per write
+    step)."""
 
     verb: str
     fail_on: int
@@ -67,7 +68,9 @@ class OomEmbedder(Embedder):
             log.write(f"{rows}\n")
         if rows > self.max_rows:
             if self.error == "cuda":
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({rows} rows)")
+                raise torch.cuda.OutOfMemoryError(
+                    f"CUDA out of memory. Tried to allocate 2.00 GiB ({rows} rows)"
+                )
             torch.empty(1 << 62, dtype=torch.uint8)  # the CPU allocator's own failure (a RuntimeError)
             raise AssertionError("an allocation of 4 EiB succeeded")
         return super().forward(features)
@@ -83,7 +86,12 @@ class OomEmbedderResource(EmbedderResource):
     def get(self) -> Embedder:
         if self._embedder is None:
             self._embedder = OomEmbedder(
-                self.model, device=self.device, precision=self.precision, batch_tokens=self.batch_tokens,
-                max_rows=self.max_rows, error=self.error, log=Path(self.log_path),
+                self.model,
+                device=self.device,
+                precision=self.precision,
+                batch_tokens=self.batch_tokens,
+                max_rows=self.max_rows,
+                error=self.error,
+                log=Path(self.log_path),
             )
         return self._embedder

@@ -54,7 +54,11 @@ def start_ingest(env: dict[str, str], *sources: str) -> subprocess.Popen:
     arguments = [a for s in sources for a in ("--source", s)]
     return subprocess.Popen(
         [sys.executable, "-m", "rag_assets.cli", "ingest", *arguments],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -74,12 +78,16 @@ def stop_group(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
-def wait_for_step_start(instance: dg.DagsterInstance, process: subprocess.Popen, step_key: str) -> dg.DagsterRun:
+def wait_for_step_start(
+    instance: dg.DagsterInstance, process: subprocess.Popen, step_key: str
+) -> dg.DagsterRun:
     """The run of `process` once `step_key` has started in it (read from the instance's event log)."""
     deadline = time.monotonic() + STEP_WAIT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"ingest exited ({process.returncode}) before {step_key} started: {process.stderr.read()}")
+            raise AssertionError(
+                f"ingest exited ({process.returncode}) before {step_key} started: {process.stderr.read()}"
+            )
         for run in instance.get_runs(filters=dg.RunsFilter(tags={"rag_assets/pid": str(process.pid)})):
             events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
             if any(e.step_key == step_key for e in events):
@@ -90,7 +98,9 @@ def wait_for_step_start(instance: dg.DagsterInstance, process: subprocess.Popen,
 
 def step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
     """When a step started and when it succeeded."""
-    events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS})
+    events = instance.all_logs(
+        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    )
     times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step_key}
     return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
 

@@ -9,11 +9,20 @@ test_postgres_instance.py::test_gpu_pool_admits_one_embedding_step_across_proces
 from rag_assets.ingest import register_partitions
 from rag_assets_tests.conftest import write_sources
 from rag_assets_tests.reliability.helpers import (
-    collection_rows, expected_rows, finish, folder_pages, slot_holders, start_ingest, step_window, stop_group,
+    collection_rows,
+    expected_rows,
+    finish,
+    folder_pages,
+    slot_holders,
+    start_ingest,
+    step_window,
+    stop_group,
 )
 
 
-def test_the_same_source_launched_twice_at_once_converges_without_duplicates(settings, env, instance, docs_folder):
+def test_the_same_source_launched_twice_at_once_converges_without_duplicates(
+    settings, env, instance, docs_folder
+):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     # The instance's schema exists (the `instance` fixture); the partition does not: both register it.
     processes = [start_ingest(env, "notes") for _ in range(2)]
@@ -24,7 +33,9 @@ def test_the_same_source_launched_twice_at_once_converges_without_duplicates(set
             stop_group(process)
 
     for code, stderr in outcomes:
-        assert code == 0 or (code == 1 and "rag-assets: ingest failed:" in stderr and "Traceback" not in stderr), stderr
+        assert code == 0 or (
+            code == 1 and "rag-assets: ingest failed:" in stderr and "Traceback" not in stderr
+        ), stderr
     assert any(code == 0 for code, _ in outcomes), [stderr for _, stderr in outcomes]
     assert collection_rows(settings, "notes") == expected_rows("notes", folder_pages(docs_folder))
     assert instance.get_dynamic_partitions("sources") == ["notes"]
@@ -53,6 +64,8 @@ class RacedInstance:
 
 
 def test_registering_a_source_that_another_process_registers_at_the_same_moment_succeeds(instance):
-    register_partitions(RacedInstance(instance, ["notes"]), ["notes", "guide"])  # the unique index refuses "notes" once
+    register_partitions(
+        RacedInstance(instance, ["notes"]), ["notes", "guide"]
+    )  # the unique index refuses "notes" once
 
     assert sorted(instance.get_dynamic_partitions("sources")) == ["guide", "notes"]

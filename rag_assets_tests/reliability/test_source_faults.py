@@ -21,13 +21,25 @@ NEW = {
     "README.txt": "not selected",
 }
 
+
 @pytest.fixture
 def source(settings, github) -> str:
     github.add_repo(REPO, OLD)
-    write_sources(settings.sources_file, [
-        {"name": "frob", "kind": "github", "repo": REPO, "ref": "main", "include": ["docs/**/*.md"], "api_url": github.url},
-    ])
+    write_sources(
+        settings.sources_file,
+        [
+            {
+                "name": "frob",
+                "kind": "github",
+                "repo": REPO,
+                "ref": "main",
+                "include": ["docs/**/*.md"],
+                "api_url": github.url,
+            },
+        ],
+    )
     return "frob"
+
 
 def ingested_then_pushed(settings, instance, github, source: str) -> None:
     """OLD is in the collection, exactly; NEW is the branch's new head."""
@@ -35,13 +47,16 @@ def ingested_then_pushed(settings, instance, github, source: str) -> None:
     assert collection_rows(settings, source) == expected_rows(source, OLD)
     github.push(REPO, NEW)
 
+
 def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_the_rerun_is_exact(
     settings, instance, github, source, fast_retries
 ):
     ingested_then_pushed(settings, instance, github, source)
     github.fail_next("/tarball/", [503] * fast_retries)
 
-    with pytest.raises(IngestFailed, match=rf"source 'frob'.*gave up after {fast_retries} tries; last answer: HTTP 503"):
+    with pytest.raises(
+        IngestFailed, match=rf"source 'frob'.*gave up after {fast_retries} tries; last answer: HTTP 503"
+    ):
         run_ingest(settings, instance, [source])
     assert collection_rows(settings, source) == expected_rows(source, OLD)
 
@@ -50,6 +65,7 @@ def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_t
 
     assert [r.status for r in github.requests if "/commits/" in r.path][-3:] == [502, 500, 200]
     assert collection_rows(settings, source) == expected_rows(source, NEW)
+
 
 def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, instance, github, source):
     github.fail_next("/tarball/", [(429, {"retry-after": "1"})])
@@ -61,7 +77,10 @@ def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, insta
     assert tarball[1].time - tarball[0].time >= 0.95
     assert collection_rows(settings, source) == expected_rows(source, OLD)
 
-def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact(settings, instance, github, source):
+
+def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact(
+    settings, instance, github, source
+):
     ingested_then_pushed(settings, instance, github, source)
     github.reset_connection_mid_tarball(times=2)
 
@@ -70,7 +89,10 @@ def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact
     assert github.count("/_codeload/") == 1 + 3  # OLD once; NEW reset twice, then whole
     assert collection_rows(settings, source) == expected_rows(source, NEW)
 
-def test_corrupt_tarball_fails_clearly_keeps_old_rows_and_the_rerun_after_the_fix_is_exact(settings, instance, github, source):
+
+def test_corrupt_tarball_fails_clearly_keeps_old_rows_and_the_rerun_after_the_fix_is_exact(
+    settings, instance, github, source
+):
     ingested_then_pushed(settings, instance, github, source)
 
     for mode in ("truncated", "garbage"):  # half an archive; bytes that are not gzip

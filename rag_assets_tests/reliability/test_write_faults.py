@@ -17,7 +17,12 @@ from rag_assets.definitions import build_resources
 from rag_assets.ingest import register_partitions, run_ingest
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets_tests.conftest import write_sources
-from rag_assets_tests.reliability.faults import INJECTED, FailingMilvusResource, OomEmbedderResource, config_of
+from rag_assets_tests.reliability.faults import (
+    INJECTED,
+    FailingMilvusResource,
+    OomEmbedderResource,
+    config_of,
+)
 from rag_assets_tests.reliability.helpers import collection_rows, expected_rows, folder_pages
 
 BATCH_ROWS = 2
@@ -27,7 +32,9 @@ def materialize(settings, instance, source: str, **overrides) -> dg.ExecuteInPro
     """The four assets for one source with some resources replaced."""
     register_partitions(instance, [source])
     resources = {**build_resources(settings), **overrides}
-    return dg.materialize(ingestion_assets, resources=resources, partition_key=source, instance=instance, raise_on_error=False)
+    return dg.materialize(
+        ingestion_assets, resources=resources, partition_key=source, instance=instance, raise_on_error=False
+    )
 
 
 def edit(folder: Path) -> None:
@@ -50,8 +57,16 @@ def step_error_text(result: dg.ExecuteInProcessResult, step_key: str) -> str:
 
 def write_failing(settings, instance, *, verb: str, fail_on: int) -> dg.ExecuteInProcessResult:
     """One run whose write step's Milvus client refuses its `fail_on`-th `verb`, in batches of BATCH_ROWS."""
-    failing = FailingMilvusResource(**config_of(build_resources(settings)["milvus"]), verb=verb, fail_on=fail_on)
-    result = materialize(settings, instance, "notes", milvus=failing, milvus_io_manager=MilvusIOManager(milvus=failing, batch_rows=BATCH_ROWS))
+    failing = FailingMilvusResource(
+        **config_of(build_resources(settings)["milvus"]), verb=verb, fail_on=fail_on
+    )
+    result = materialize(
+        settings,
+        instance,
+        "notes",
+        milvus=failing,
+        milvus_io_manager=MilvusIOManager(milvus=failing, batch_rows=BATCH_ROWS),
+    )
     assert not result.success
     return result
 
@@ -70,7 +85,9 @@ def test_milvus_write_failing_part_way_loses_no_row_and_the_rerun_is_exact(setti
     assert f"{INJECTED}: upsert #2 refused" in step_error_text(result, "milvus_collection")
     stored = collection_rows(settings, "notes")
     assert set(old) <= set(stored), "a stale row was deleted before its replacement was written"
-    assert len(set(stored) - set(old)) == BATCH_ROWS and all(stored[i] == new[i] for i in set(stored) - set(old))
+    assert len(set(stored) - set(old)) == BATCH_ROWS and all(
+        stored[i] == new[i] for i in set(stored) - set(old)
+    )
 
     # The first delete fails: every new row is written, and still no old row is gone.
     result = write_failing(settings, instance, verb="delete", fail_on=1)
@@ -83,10 +100,14 @@ def test_milvus_write_failing_part_way_loses_no_row_and_the_rerun_is_exact(setti
 
 
 @pytest.mark.parametrize("error", ["cuda", "cpu"])
-def test_out_of_memory_in_embedding_halves_the_batch_and_the_run_is_exact(settings, instance, docs_folder, workdir, error):
+def test_out_of_memory_in_embedding_halves_the_batch_and_the_run_is_exact(
+    settings, instance, docs_folder, workdir, error
+):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     log = workdir / "forward_passes.txt"
-    embedder = OomEmbedderResource(**config_of(build_resources(settings)["embedder"]), max_rows=4, error=error, log_path=str(log))
+    embedder = OomEmbedderResource(
+        **config_of(build_resources(settings)["embedder"]), max_rows=4, error=error, log_path=str(log)
+    )
 
     result = materialize(settings, instance, "notes", embedder=embedder)
 
@@ -94,5 +115,7 @@ def test_out_of_memory_in_embedding_halves_the_batch_and_the_run_is_exact(settin
     sizes = [int(line) for line in log.read_text().split()]
     expected = expected_rows("notes", folder_pages(docs_folder))
     assert max(sizes) > 4, "no batch was ever too big: nothing was halved"
-    assert sum(s for s in sizes if s <= 4) == len(expected)  # every chunk embedded exactly once, in batches that fit
+    assert sum(s for s in sizes if s <= 4) == len(
+        expected
+    )  # every chunk embedded exactly once, in batches that fit
     assert collection_rows(settings, "notes") == expected

@@ -28,9 +28,19 @@ def github(monkeypatch):
 
 
 def configure(settings, github):
-    write_sources(settings.sources_file, [
-        {"name": "frob", "kind": "github", "repo": "acme/frob", "ref": "main", "include": ["**/*.md"], "api_url": github.url},
-    ])
+    write_sources(
+        settings.sources_file,
+        [
+            {
+                "name": "frob",
+                "kind": "github",
+                "repo": "acme/frob",
+                "ref": "main",
+                "include": ["**/*.md"],
+                "api_url": github.url,
+            },
+        ],
+    )
 
 
 def answers(statuses: list[int | tuple[int, dict]]):
@@ -95,7 +105,9 @@ def test_connection_reset_mid_tarball_restarts_the_download(settings, instance, 
     assert len(milvus_rows(settings, "frob")) == 2
 
 
-def test_source_that_keeps_failing_keeps_its_rows_and_the_error_names_it_without_the_token(settings, instance, github):
+def test_source_that_keeps_failing_keeps_its_rows_and_the_error_names_it_without_the_token(
+    settings, instance, github
+):
     configure(settings, github)
     run_ingest(settings, instance, ["frob"])
     before = milvus_rows(settings, "frob")

@@ -13,29 +13,55 @@ from rag_assets_tests.conftest import milvus_rows, write_sources
 
 
 def html(title: str, body: str, links=(), canonical: str | None = None) -> str:
-    head = f'<title>{title} - Docs</title>' + (f'<link rel="canonical" href="{canonical}">' if canonical else "")
+    head = f"<title>{title} - Docs</title>" + (
+        f'<link rel="canonical" href="{canonical}">' if canonical else ""
+    )
     nav = "".join(f'<a href="{link}">{link}</a>' for link in links)
-    return (f"<html><head>{head}</head><body><nav>{nav}</nav><main><h1>{title}</h1><p>{body}</p>"
-            f"<h2>Details</h2><p>More about {title.lower()}.</p></main><footer>(c) site</footer></body></html>")
+    return (
+        f"<html><head>{head}</head><body><nav>{nav}</nav><main><h1>{title}</h1><p>{body}</p>"
+        f"<h2>Details</h2><p>More about {title.lower()}.</p></main><footer>(c) site</footer></body></html>"
+    )
 
 
 @pytest.fixture
 def site():
     with FakeSite() as server:
         server.robots_txt = "User-agent: *\nDisallow: /docs/private/\n"
-        server.set_page("/docs/", html("Home", "Welcome to the docs.", ["/docs/guide", "/docs/old", "/docs/private/keys", "/docs/guide?from=nav"]))
-        server.set_page("/docs/guide", html("Guide", "Install it twice.", ["/docs/"], canonical="/docs/guide"))
+        server.set_page(
+            "/docs/",
+            html(
+                "Home",
+                "Welcome to the docs.",
+                ["/docs/guide", "/docs/old", "/docs/private/keys", "/docs/guide?from=nav"],
+            ),
+        )
+        server.set_page(
+            "/docs/guide", html("Guide", "Install it twice.", ["/docs/"], canonical="/docs/guide")
+        )
         server.set_page("/docs/guide-print", html("Guide", "Install it twice.", canonical="/docs/guide"))
         server.redirect("/docs/old", "/docs/moved")
         server.set_page("/docs/moved", html("Moved", "This page moved here."))
         server.set_page("/docs/private/keys", html("Keys", "Never crawled."))
-        server.sitemap_paths = ["/docs/", "/docs/guide", "/docs/guide-print", "/docs/old", "/docs/private/keys"]
+        server.sitemap_paths = [
+            "/docs/",
+            "/docs/guide",
+            "/docs/guide-print",
+            "/docs/old",
+            "/docs/private/keys",
+        ]
         yield server
 
 
 def web_source(site: FakeSite, **extra) -> dict:
-    return {"name": "site", "kind": "web", "sitemap_url": f"{site.url}/sitemap.xml", "start_url": f"{site.url}/docs/",
-            "requests_per_second": 100, "concurrency": 2, **extra}
+    return {
+        "name": "site",
+        "kind": "web",
+        "sitemap_url": f"{site.url}/sitemap.xml",
+        "start_url": f"{site.url}/docs/",
+        "requests_per_second": 100,
+        "concurrency": 2,
+        **extra,
+    }
 
 
 def crawl(settings, site, **extra):
@@ -44,21 +70,31 @@ def crawl(settings, site, **extra):
 
 
 def test_html_becomes_markdown_with_headings_and_without_page_chrome():
-    page = html_to_page(html("Guide", "Install <b>it</b>.", ["/x"], canonical="/docs/guide"), "http://h.test/docs/guide?x=1")
+    page = html_to_page(
+        html("Guide", "Install <b>it</b>.", ["/x"], canonical="/docs/guide"), "http://h.test/docs/guide?x=1"
+    )
     assert page.markdown == "# Guide\n\nInstall **it**.\n\n## Details\n\nMore about guide.\n"
     assert page.canonical == "http://h.test/docs/guide" and page.links == ("http://h.test/x",)
 
 
-def test_crawl_follows_sitemap_and_links_honours_robots_follows_redirects_and_drops_canonical_duplicates(settings, site):
+def test_crawl_follows_sitemap_and_links_honours_robots_follows_redirects_and_drops_canonical_duplicates(
+    settings, site
+):
     result = crawl(settings, site)
 
     assert {p.path: p.url for p in result.pages} == {
-        "/docs/": f"{site.url}/docs/", "/docs/guide": f"{site.url}/docs/guide", "/docs/moved": f"{site.url}/docs/moved",
+        "/docs/": f"{site.url}/docs/",
+        "/docs/guide": f"{site.url}/docs/guide",
+        "/docs/moved": f"{site.url}/docs/moved",
     }
     requested = [r.path for r in site.requests]
     assert "/docs/private/keys" not in requested and requested.count("/docs/") == 1
-    assert result.stats.robots_disallowed == 1 and result.stats.duplicates == 2 and result.stats.redirected == 1
-    assert next(p for p in result.pages if p.path == "/docs/guide").text.startswith("# Guide\n\nInstall it twice.")
+    assert (
+        result.stats.robots_disallowed == 1 and result.stats.duplicates == 2 and result.stats.redirected == 1
+    )
+    assert next(p for p in result.pages if p.path == "/docs/guide").text.startswith(
+        "# Guide\n\nInstall it twice."
+    )
 
 
 def test_second_crawl_downloads_nothing_unchanged(settings, site):
@@ -104,7 +140,10 @@ def test_503_then_429_with_retry_after_then_200_is_fetched(settings, site):
 def test_page_that_keeps_failing_fails_the_crawl_naming_the_source_and_the_status(settings, site):
     site.fail_next("/docs/guide", [503] * 10)
 
-    with pytest.raises(RetryError, match=r"source 'site': fetching .*/docs/guide: gave up after 5 tries; last answer: HTTP 503"):
+    with pytest.raises(
+        RetryError,
+        match=r"source 'site': fetching .*/docs/guide: gave up after 5 tries; last answer: HTTP 503",
+    ):
         crawl(settings, site)
 
 
@@ -115,7 +154,9 @@ def test_website_source_lands_in_milvus_as_markdown_sections_with_canonical_urls
 
     rows = milvus_rows(settings, "site").values()
     assert {(r["path"], r["url"]) for r in rows} == {
-        ("/docs/", f"{site.url}/docs/"), ("/docs/guide", f"{site.url}/docs/guide"), ("/docs/moved", f"{site.url}/docs/moved"),
+        ("/docs/", f"{site.url}/docs/"),
+        ("/docs/guide", f"{site.url}/docs/guide"),
+        ("/docs/moved", f"{site.url}/docs/moved"),
     }
     assert {"Guide", "Guide › Details"} <= {r["heading"] for r in rows}
     assert summary.counts["pages"] == 3

@@ -39,7 +39,9 @@ def dedicated_redis(url: str):
         client.ping()
     except redis.RedisError as error:
         pytest.skip(f"Redis not reachable at {url} (set RAG_TEST_REDIS_URL): {error}")
-    lock_path = Path(tempfile.gettempdir()) / f"rag_assets_redis_{hashlib.sha256(url.encode()).hexdigest()[:12]}.lock"
+    lock_path = (
+        Path(tempfile.gettempdir()) / f"rag_assets_redis_{hashlib.sha256(url.encode()).hexdigest()[:12]}.lock"
+    )
     with open(lock_path, "w") as lock:
         deadline = time.monotonic() + LOCK_SECONDS
         while True:  # another test run on this host may be using the same database
@@ -69,12 +71,19 @@ class Worker:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_worker(queue: str, name: str, env: dict[str, str], log: Path, extra: tuple[str, ...] = ()) -> Worker:
+def start_worker(
+    queue: str, name: str, env: dict[str, str], log: Path, extra: tuple[str, ...] = ()
+) -> Worker:
     """The documented worker command for `queue`, in a new process group, logging to `log`."""
     command = celery_worker_command(queue, str(CELERY_YAML), name=name, extra=extra)
     with open(log, "w") as out:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=with_venv_on_path(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env=with_venv_on_path(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return Worker(name, queue, process, log)
 
@@ -94,7 +103,9 @@ def wait_until_ready(broker_url: str, workers: list[Worker]) -> None:
         while waiting:
             for worker in workers:
                 if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.name} exited with {worker.process.returncode}:\n{worker.log_tail()}")
+                    raise RuntimeError(
+                        f"worker {worker.name} exited with {worker.process.returncode}:\n{worker.log_tail()}"
+                    )
             replies = app.control.ping(timeout=1.0)
             waiting -= {node.split("@")[0] for reply in replies for node in reply}
             if waiting and time.monotonic() > deadline:

@@ -14,7 +14,12 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster_celery.cli import get_config_value_from_yaml
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from dagster_k8s.container_context import K8sContainerContext
-from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+    get_user_defined_k8s_config,
+)
 
 from rag_assets.definitions import INGEST_CELERY_JOB, INGEST_JOB, INGEST_K8S_JOB, defs
 from rag_assets.executors import (
@@ -54,14 +59,19 @@ def executor_config(job_name: str) -> dict:
 
 def test_the_scale_out_jobs_run_the_same_steps_as_ingest_job(celery_env):
     keys = [s.key for s in steps_of(INGEST_JOB)]
-    assert [s.key for s in steps_of(INGEST_CELERY_JOB)] == keys and [s.key for s in steps_of(INGEST_K8S_JOB)] == keys
+    assert [s.key for s in steps_of(INGEST_CELERY_JOB)] == keys and [
+        s.key for s in steps_of(INGEST_K8S_JOB)
+    ] == keys
     assert defs.resolve_job_def(INGEST_JOB).executor_def.name == "in_process"
 
 
 def test_a_celery_run_and_its_workers_read_the_broker_from_the_same_variables(celery_env):
     assert get_config_value_from_yaml(str(DOCKER_DIR / "celery.yaml")) == CELERY_CONFIG
     config = executor_config(INGEST_CELERY_JOB)
-    assert config["broker"] == "redis://broker.example:6379/0" and config["backend"] == "redis://broker.example:6379/1"
+    assert (
+        config["broker"] == "redis://broker.example:6379/0"
+        and config["backend"] == "redis://broker.example:6379/1"
+    )
 
 
 def test_only_the_embedding_step_goes_to_the_gpu_queue(celery_env):
@@ -75,7 +85,9 @@ def test_the_worker_commands_listen_on_their_queue_and_the_gpu_worker_runs_one_t
     cpu = celery_worker_command(CPU_QUEUE, "celery.yaml", name="cpu")
     assert gpu[:5] == cpu[:5] == ["dagster-celery", "worker", "start", "-A", "dagster_celery.app"]
     assert gpu[gpu.index("-q") + 1] == "gpu" and gpu[gpu.index("--") + 1 :] == ["--concurrency=1"]
-    assert cpu[cpu.index("-q") + 1] == "dagster" and "--" not in cpu  # Celery's default: a pool process per CPU
+    assert (
+        cpu[cpu.index("-q") + 1] == "dagster" and "--" not in cpu
+    )  # Celery's default: a pool process per CPU
     for command in (gpu, cpu):
         assert command[command.index("-i") + 1] == ",".join(WORKER_INCLUDES) == "rag_assets.executors"
 
@@ -101,10 +113,14 @@ def step_pods() -> dict:
     config = executor_config(INGEST_K8S_JOB)
     pods = {}
     for step in steps_of(INGEST_K8S_JOB):
-        context = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(config["step_k8s_config"]))
+        context = K8sContainerContext(
+            run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(config["step_k8s_config"])
+        )
         context = context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags)))
         per_step = config["per_step_k8s_config"].get(step.op_name, {})
-        context = context.merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(per_step)))
+        context = context.merge(
+            K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(per_step))
+        )
         job = construct_dagster_k8s_job(
             DagsterK8sJobConfig(job_image="rag-assets:cuda", dagster_home="/opt/dagster/home"),
             args=["dagster", "api", "execute_step"],

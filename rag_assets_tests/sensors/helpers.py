@@ -14,7 +14,9 @@ from rag_assets.settings import Settings
 def tick(settings: Settings, instance: dg.DagsterInstance, name: str, cursor: str | None = None):
     """One evaluation of sensor `name`: a SensorResult or a SkipReason, as the daemon would get it."""
     sensor = build_definitions(settings).resolve_sensor_def(name)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=build_resources(settings)) as context:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=build_resources(settings)
+    ) as context:
         return sensor(context)
 
 
@@ -28,13 +30,18 @@ def apply_partition_requests(instance: dg.DagsterInstance, result) -> None:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
 
 
-def execute(settings: Settings, instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+def execute(
+    settings: Settings, instance: dg.DagsterInstance, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
     """Launch a requested run in this process, with the request's job, partition, config and tags."""
     job = build_definitions(settings).resolve_job_def(request.job_name or INGEST_JOB)
     run_config = request.run_config or {}
     return job.execute_in_process(
-        run_config={**QUIET_RUN_CONFIG, **run_config}, instance=instance, partition_key=request.partition_key,
-        tags=dict(request.tags), raise_on_error=False,
+        run_config={**QUIET_RUN_CONFIG, **run_config},
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=dict(request.tags),
+        raise_on_error=False,
     )
 
 

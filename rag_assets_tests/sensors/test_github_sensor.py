@@ -3,14 +3,20 @@ when out of rate-limit budget, and the token nowhere but in the Authorization he
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-import dagster as dg
 import pytest
 
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.conftest import milvus_rows, write_sources
-from rag_assets_tests.sensors.helpers import apply_partition_requests, cursor_of, execute, runs, skip_message, tick
+from rag_assets_tests.sensors.helpers import (
+    apply_partition_requests,
+    cursor_of,
+    execute,
+    runs,
+    skip_message,
+    tick,
+)
 
 TOKEN = "ghp_sensorTestToken0123456789abcdefABCDEF"
 PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun it twice.\n"
@@ -23,7 +29,14 @@ def github():
 
 
 def github_source(github: FakeGitHub, name: str, repo: str) -> dict:
-    return {"name": name, "kind": "github", "repo": repo, "ref": "main", "include": ["**/*.md"], "api_url": github.url}
+    return {
+        "name": name,
+        "kind": "github",
+        "repo": repo,
+        "ref": "main",
+        "include": ["**/*.md"],
+        "api_url": github.url,
+    }
 
 
 def register(settings, instance, github, *repos: tuple[str, str]):
@@ -40,7 +53,9 @@ def commit_checks(github: FakeGitHub) -> list:
     return [r for r in github.requests if r.path.startswith("/repos/") and "/commits/" in r.path]
 
 
-def test_first_tick_registers_github_sources_as_partitions_and_requests_their_first_runs(settings, instance, github):
+def test_first_tick_registers_github_sources_as_partitions_and_requests_their_first_runs(
+    settings, instance, github
+):
     result = register(settings, instance, github, ("frob", "acme/frob"), ("other", "acme/other"))
 
     assert set(instance.get_dynamic_partitions("sources")) == {"frob", "other"}
@@ -79,18 +94,20 @@ def test_new_commit_requests_exactly_one_run_for_that_source(settings, instance,
 def test_exhausted_rate_limit_is_a_skip_that_says_until_when(settings, instance, github):
     register(settings, instance, github, ("frob", "acme/frob"))
     cursor = cursor_of(tick(settings, instance, "github_commits_sensor"))
-    reset = int(datetime.now(timezone.utc).timestamp()) + 1800
+    reset = int(datetime.now(UTC).timestamp()) + 1800
     github.set_rate_limit(0, reset)
 
     limited = tick(settings, instance, "github_commits_sensor", cursor)
 
     message = skip_message(limited)
     assert "rate limit" in message
-    assert datetime.fromtimestamp(reset, timezone.utc).isoformat(timespec="seconds") in message
+    assert datetime.fromtimestamp(reset, UTC).isoformat(timespec="seconds") in message
     assert runs(limited) == [] and cursor_of(limited) == cursor
 
 
-def test_token_never_appears_in_logs_cursors_run_requests_or_metadata(settings, instance, github, monkeypatch, caplog):
+def test_token_never_appears_in_logs_cursors_run_requests_or_metadata(
+    settings, instance, github, monkeypatch, caplog
+):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     github.required_token = TOKEN

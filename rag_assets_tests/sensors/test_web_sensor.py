@@ -8,9 +8,12 @@ from rag_assets_tests.sensors.helpers import apply_partition_requests, cursor_of
 
 
 def test_web_source_gets_a_run_once_its_recheck_interval_has_passed(settings, instance):
-    write_sources(settings.sources_file, [
-        {"name": "site", "kind": "web", "start_url": "http://127.0.0.1:9/docs/", "recheck_minutes": 30},
-    ])
+    write_sources(
+        settings.sources_file,
+        [
+            {"name": "site", "kind": "web", "start_url": "http://127.0.0.1:9/docs/", "recheck_minutes": 30},
+        ],
+    )
     apply_partition_requests(instance, tick(settings, instance, "sources_sensor"))
 
     first = tick(settings, instance, "web_sources_sensor")

@@ -51,7 +51,9 @@ def test_commit_with_sha_media_type_answers_the_bare_sha_and_etag(github, client
 @pytest.mark.parametrize("template", ['"{}"', 'W/"{}"', "{}"])
 def test_commit_answers_304_when_if_none_match_is_the_current_sha(github, client, template):
     sha = client.get(f"/repos/{REPO}/commits/main", headers=SHA_ACCEPT).text
-    response = client.get(f"/repos/{REPO}/commits/main", headers={**SHA_ACCEPT, "If-None-Match": template.format(sha)})
+    response = client.get(
+        f"/repos/{REPO}/commits/main", headers={**SHA_ACCEPT, "If-None-Match": template.format(sha)}
+    )
     assert (response.status_code, response.content) == (304, b"")
     github.push(REPO, {"new.md": "x"})
     moved = client.get(f"/repos/{REPO}/commits/main", headers={**SHA_ACCEPT, "If-None-Match": f'"{sha}"'})
@@ -70,7 +72,11 @@ def test_commit_resolves_head_and_old_shas_and_404s_the_unknown(github, client):
     second = github.push(REPO, {"only.md": "x"})
     assert client.get(f"/repos/{REPO}/commits/{first}", headers=SHA_ACCEPT).text == first
     assert client.get(f"/repos/{REPO}/commits/main", headers=SHA_ACCEPT).text == second
-    unknown = (f"/repos/{REPO}/commits/nope", "/repos/acme/missing/commits/main", f"/repos/{REPO}/commits/{'0' * 40}")
+    unknown = (
+        f"/repos/{REPO}/commits/nope",
+        "/repos/acme/missing/commits/main",
+        f"/repos/{REPO}/commits/{'0' * 40}",
+    )
     for path in unknown:
         response = client.get(path)
         assert (response.status_code, response.json()) == (404, {"message": "Not Found"})
@@ -113,8 +119,13 @@ def test_tree_lists_git_blob_shas_and_matches_git(client):
     blobs = {e["path"]: e for e in body["tree"] if e["type"] == "blob"}
     assert set(blobs) == set(FILES)
     data = b"Guide\n"
-    assert blobs["docs/guide.md"] == {"path": "docs/guide.md", "mode": "100644", "type": "blob", "size": len(data),
-                                      "sha": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+    assert blobs["docs/guide.md"] == {
+        "path": "docs/guide.md",
+        "mode": "100644",
+        "type": "blob",
+        "size": len(data),
+        "sha": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+    }
     top_level = client.get(f"/repos/{REPO}/git/trees/main").json()["tree"]
     assert [(e["path"], e["type"]) for e in top_level] == [("README.md", "blob"), ("docs", "tree")]
 
@@ -129,8 +140,11 @@ def test_tree_sha_is_the_one_git_computes():
 
 
 def test_contents_with_raw_media_type_answers_the_file_bytes(client):
-    raw = client.get(f"/repos/{REPO}/contents/docs/guide.md", params={"ref": "main"},
-                     headers={"Accept": "application/vnd.github.raw"})
+    raw = client.get(
+        f"/repos/{REPO}/contents/docs/guide.md",
+        params={"ref": "main"},
+        headers={"Accept": "application/vnd.github.raw"},
+    )
     assert (raw.status_code, raw.content) == (200, b"Guide\n")
     as_json = client.get(f"/repos/{REPO}/contents/docs/guide.md").json()
     assert base64.b64decode(as_json["content"]) == b"Guide\n"
@@ -164,7 +178,9 @@ def test_fault_queue_answers_in_order_for_matching_paths_then_recovers(github, c
 
 
 def test_connection_reset_mid_tarball_is_an_error_for_the_client_once(github, client):
-    github.add_repo("acme/big", {f"page{i}.md": hashlib.sha256(b"%d" % i).hexdigest() * 400 for i in range(40)})
+    github.add_repo(
+        "acme/big", {f"page{i}.md": hashlib.sha256(b"%d" % i).hexdigest() * 400 for i in range(40)}
+    )
     github.reset_connection_mid_tarball(times=1)
     with pytest.raises(httpx.TransportError):
         client.get("/repos/acme/big/tarball/main", follow_redirects=True)
@@ -185,7 +201,10 @@ def test_rate_limit_at_zero_answers_403_until_the_reset(github, client):
     github.set_rate_limit(0, reset)
     refused = client.get(f"/repos/{REPO}/commits/main")
     assert refused.status_code == 403
-    assert (refused.headers["x-ratelimit-remaining"], refused.headers["x-ratelimit-reset"]) == ("0", str(reset))
+    assert (refused.headers["x-ratelimit-remaining"], refused.headers["x-ratelimit-reset"]) == (
+        "0",
+        str(reset),
+    )
     github.set_rate_limit(0, int(time.time()) - 1)  # the window has passed: it refills
     assert client.get(f"/repos/{REPO}/commits/main").status_code == 200
 
@@ -202,7 +221,10 @@ def test_conditional_hit_with_a_token_does_not_count_against_the_limit(github, c
     sha = client.get(f"/repos/{REPO}/commits/main", headers=SHA_ACCEPT).text
     conditional = {**SHA_ACCEPT, "If-None-Match": f'"{sha}"', "Authorization": "Bearer t"}
     before = client.get(f"/repos/{REPO}/commits/main", headers=conditional).headers["x-ratelimit-remaining"]
-    assert client.get(f"/repos/{REPO}/commits/main", headers=conditional).headers["x-ratelimit-remaining"] == before
+    assert (
+        client.get(f"/repos/{REPO}/commits/main", headers=conditional).headers["x-ratelimit-remaining"]
+        == before
+    )
 
 
 def test_requests_are_recorded_with_lower_case_headers_and_status(github, client):
@@ -211,7 +233,9 @@ def test_requests_are_recorded_with_lower_case_headers_and_status(github, client
     recorded = github.requests
     assert [(r.method, r.status) for r in recorded] == [("GET", 302), ("GET", 200), ("GET", 404)]
     assert recorded[0].headers["user-agent"] == "rag-assets-tests"
-    assert github.count("/tarball/") == 1 and github.count("legacy.tar.gz") == 1 and github.count("/repos/") == 2
+    assert (
+        github.count("/tarball/") == 1 and github.count("legacy.tar.gz") == 1 and github.count("/repos/") == 2
+    )
 
 
 def test_recording_is_safe_under_concurrent_requests(github):

@@ -54,11 +54,28 @@ class DagsterDev:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "DagsterDev":
-        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_restore_signals,
+                command,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_restore_signals,
             )
         return self
 
@@ -67,7 +84,9 @@ class DagsterDev:
         return text[-chars:]
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+        )
         response.raise_for_status()
         body = response.json()
         if body.get("errors"):
@@ -79,14 +98,20 @@ class DagsterDev:
         deadline, last_error = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
-                raise AssertionError(f"dagster dev exited ({self.process.returncode}) while waiting for {what}:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"dagster dev exited ({self.process.returncode}) while waiting for "
+                    f"{what}:\n{self.log_tail()}"
+                )
             try:
                 if value := probe():
                     return value
             except (httpx.HTTPError, RuntimeError, KeyError, TypeError) as error:
                 last_error = error
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error}):\n{self.log_tail()}")
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what} (last error: "
+            f"{last_error}):\n{self.log_tail()}"
+        )
 
     def wait_ready(self, asset_names: set[str], timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Until the webserver answers and the code location has loaded with these assets."""
@@ -109,7 +134,9 @@ class DagsterDev:
     def wait_for_run_end(self, run_id: str, timeout: float) -> str:
         """The run's terminal status (SUCCESS, FAILURE or CANCELED)."""
         status = lambda: self.graphql(RUN_STATUS_QUERY, {"runId": run_id})["runOrError"]["status"]  # noqa: E731
-        return self.wait_until(f"run {run_id} to finish", lambda: (s := status()) in TERMINAL_STATUSES and s, timeout)
+        return self.wait_until(
+            f"run {run_id} to finish", lambda: (s := status()) in TERMINAL_STATUSES and s, timeout
+        )
 
     def stop(self) -> list[int]:
         """Stop the whole process group; return the pids that had to be killed outside it (should be none)."""

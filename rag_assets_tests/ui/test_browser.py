@@ -32,13 +32,23 @@ pytestmark = [pytest.mark.needs_service, pytest.mark.timeout(360)]
 
 CHROMIUM = Path(os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 ARTIFACTS = Path(os.environ.get("RAG_TEST_ARTIFACTS") or REPO / "test-artifacts")
 SOURCE = "ui_docs"
 ASSETS = {"raw_pages", "chunks", "embeddings", "milvus_collection"}
-EDGES = {("raw_pages", "chunks"), ("chunks", "embeddings"), ("chunks", "milvus_collection"), ("embeddings", "milvus_collection")}
+EDGES = {
+    ("raw_pages", "chunks"),
+    ("chunks", "embeddings"),
+    ("chunks", "milvus_collection"),
+    ("embeddings", "milvus_collection"),
+}
 CHECKS = {"no_empty_chunks", "vector_dimension_matches_collection", "rows_match_chunks"}
 UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_SECONDS = 180
@@ -50,13 +60,18 @@ PREVIEW_BREADCRUMB = "Architecture › The asset graph"  # a breadcrumb of the s
 GRAPH_GEOMETRY_JS = """() => {
   const nodes = [...document.querySelectorAll('svg foreignObject')].map(fo => {
     const r = fo.getBoundingClientRect();
-    const text = (fo.firstElementChild && fo.firstElementChild.innerText) || '';  // SVG elements have no innerText
-    return {name: text.trim().split('\\n')[0].trim(), left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    // SVG elements have no innerText
+    const text = (fo.firstElementChild && fo.firstElementChild.innerText) || '';
+    const name = text.trim().split('\\n')[0].trim();
+    return {name, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
   });
   const edges = [...document.querySelectorAll('svg path[marker-end]')].flatMap(path => {
     const m = path.getScreenCTM();
     if (!m || !path.getTotalLength()) return [];
-    const at = l => { const p = path.getPointAtLength(l); return {x: p.x * m.a + p.y * m.c + m.e, y: p.x * m.b + p.y * m.d + m.f}; };
+    const at = l => {
+      const p = path.getPointAtLength(l);
+      return {x: p.x * m.a + p.y * m.c + m.e, y: p.x * m.b + p.y * m.d + m.f};
+    };
     return [{start: at(0), end: at(path.getTotalLength())}];
   });
   return {nodes, edges};
@@ -82,11 +97,19 @@ def ui(tmp_path: Path):
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     shutil.copytree(SAMPLE_DOCS, docs)
     sources_file = tmp_path / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": [{"name": SOURCE, "kind": "local", "path": str(docs), "include": ["**/*.md"]}]}))
+    sources_file.write_text(
+        yaml.safe_dump(
+            {"sources": [{"name": SOURCE, "kind": "local", "path": str(docs), "include": ["**/*.md"]}]}
+        )
+    )
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(source_partitions.name, [SOURCE])
         ensure_pools(instance)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS_", "EMBEDDING_", "GITHUB_TOKEN", "DAGSTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MILVUS_", "EMBEDDING_", "GITHUB_TOKEN", "DAGSTER_"))
+    }
     env.update(RAG_DATA_DIR=str(data), RAG_SOURCES_FILE=str(sources_file))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     dev = DagsterDev(home=home, env=env, log_path=tmp_path / "dagster-dev.log").start()
@@ -105,7 +128,11 @@ def drawn_edges(page) -> set[tuple[str, str]]:
     nodes = [n for n in geometry["nodes"] if n["name"] in ASSETS]
 
     def node_at(point, side):
-        near = [n for n in nodes if n["top"] - 2 <= point["y"] <= n["bottom"] + 2 and abs(n[side] - point["x"]) <= 20]
+        near = [
+            n
+            for n in nodes
+            if n["top"] - 2 <= point["y"] <= n["bottom"] + 2 and abs(n[side] - point["x"]) <= 20
+        ]
         return min(near, key=lambda n: abs(n[side] - point["x"]))["name"] if near else None
 
     pairs = {(node_at(e["start"], "right"), node_at(e["end"], "left")) for e in geometry["edges"]}
@@ -132,7 +159,11 @@ def open_graph(page, base_url: str) -> None:
 
 def runs_of(dev: DagsterDev, source: str) -> list[dict]:
     """Runs that materialize the source (a schedule's unpartitioned runs are not counted)."""
-    return [r for r in dev.runs() if source in (r["tags"].get("dagster/partition"), r["tags"].get(RANGE_START_TAG))]
+    return [
+        r
+        for r in dev.runs()
+        if source in (r["tags"].get("dagster/partition"), r["tags"].get(RANGE_START_TAG))
+    ]
 
 
 def choose_partition_in_materialize_dialog(page, partition: str):
@@ -206,15 +237,23 @@ def test_materialize_from_the_ui_writes_the_partition_to_milvus(ui):
             raise
         finally:
             browser.close()
-    assert [r["runId"] for r in runs_of(dev, SOURCE)] == [run["runId"]], "the sensor must not have run the source too"
+    assert [r["runId"] for r in runs_of(dev, SOURCE)] == [run["runId"]], (
+        "the sensor must not have run the source too"
+    )
 
     with dg.DagsterInstance.from_config(str(dev.home)) as instance:
         logs = lambda kind: instance.all_logs(run["runId"], of_type=kind)  # noqa: E731
-        poll("the run's process to exit (it holds the Milvus Lite file)", lambda: any(
-            "Process for run exited" in (e.message or "") for e in logs(dg.DagsterEventType.ENGINE_EVENT)
-        ), 30)
-        evaluations = [e.dagster_event.event_specific_data for e in logs(dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
-    assert CHECKS <= {e.check_name for e in evaluations if e.passed}
+        poll(
+            "the run's process to exit (it holds the Milvus Lite file)",
+            lambda: any(
+                "Process for run exited" in (e.message or "") for e in logs(dg.DagsterEventType.ENGINE_EVENT)
+            ),
+            30,
+        )
+        evaluations = [
+            e.dagster_event.event_specific_data for e in logs(dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+    assert {e.check_name for e in evaluations if e.passed} >= CHECKS
 
     [rows] = poll("Milvus Lite to open", lambda: _rows_or_none(settings), 30)
     assert {i: (r["path"], r["heading"], r["text"]) for i, r in rows.items()} == expected_chunks(SOURCE, docs)
@@ -223,5 +262,5 @@ def test_materialize_from_the_ui_writes_the_partition_to_milvus(ui):
 def _rows_or_none(settings: Settings) -> list[dict] | None:
     try:
         return [milvus_rows(settings, SOURCE)]
-    except Exception:  # noqa: BLE001 - "Open local milvus failed" while another process still holds the file
+    except Exception:
         return None

@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 
 from rag_assets.assets import ingestion_assets
-from rag_assets.checks import ingestion_checks, no_empty_chunks, rows_match_chunks, vector_dimension_matches_collection
+from rag_assets.checks import (
+    ingestion_checks,
+    no_empty_chunks,
+    rows_match_chunks,
+    vector_dimension_matches_collection,
+)
 from rag_assets.definitions import build_resources
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
@@ -20,7 +25,9 @@ from rag_assets_tests.conftest import milvus_rows, write_sources
 MODEL_DIMENSION = 384  # all-MiniLM-L6-v2, the bundled model
 
 
-def run_checks(settings, instance, *checks, source: str | None = None) -> tuple[bool, dict[str, dg.AssetCheckEvaluation]]:
+def run_checks(
+    settings, instance, *checks, source: str | None = None
+) -> tuple[bool, dict[str, dg.AssetCheckEvaluation]]:
     """Run checks on their own, as the UI's "Execute" does: for one source's partition, or for none."""
     result = dg.materialize(
         [*ingestion_assets, *ingestion_checks],
@@ -39,7 +46,9 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
 
 def store_frame(settings, asset: str, source: str, frame: pd.DataFrame) -> None:
     """Write a value where the parquet IO manager writes it."""
-    path = PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)).path_for(dg.AssetKey(asset), source)
+    path = PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)).path_for(
+        dg.AssetKey(asset), source
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
 
@@ -47,7 +56,9 @@ def store_frame(settings, asset: str, source: str, frame: pd.DataFrame) -> None:
 def store_vectors(settings, source: str, dimensions: list[int]) -> None:
     vectors = [np.full(d, 0.5, dtype=np.float32) for d in dimensions]
     ids = [f"{source}-{i}" for i in range(len(vectors))]
-    store_frame(settings, "embeddings", source, pd.DataFrame({"id": ids, "content_hash": ids, "vector": vectors}))
+    store_frame(
+        settings, "embeddings", source, pd.DataFrame({"id": ids, "content_hash": ids, "vector": vectors})
+    )
 
 
 def model_collection(settings) -> str:
@@ -61,7 +72,10 @@ def put_rows(settings, source: str, ids: list[str], dimension: int = 4) -> None:
     try:
         store.ensure_collection(dimension)
         if ids:
-            rows = [{**{f: "" for f in ROW_FIELDS}, "id": i, "source": source, "vector": [0.5] * dimension} for i in ids]
+            rows = [
+                {**dict.fromkeys(ROW_FIELDS, ""), "id": i, "source": source, "vector": [0.5] * dimension}
+                for i in ids
+            ]
             store.client.upsert(store.collection, rows)
             store.client.flush(store.collection)
     finally:
@@ -79,7 +93,9 @@ def delete_rows(settings, ids: list[str]) -> None:
 
 def evaluations_in(instance: dg.DagsterInstance) -> dict[str, dg.AssetCheckEvaluation]:
     """The latest evaluation of each check recorded on the instance."""
-    records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True)
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True
+    )
     return {(e := r.event_log_entry.dagster_event.event_specific_data).check_name: e for r in records}
 
 
@@ -109,7 +125,9 @@ def test_a_real_ingest_passes_every_check_with_its_counts(settings, instance, do
 
 def test_no_empty_chunks_fails_its_run_and_names_the_empty_chunks(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other"])
-    store_frame(settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["Text.", "  \n", ""]}))
+    store_frame(
+        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["Text.", "  \n", ""]})
+    )
 
     success, checks = run_checks(settings, instance, no_empty_chunks, source="notes")
 
@@ -121,7 +139,9 @@ def test_no_empty_chunks_fails_its_run_and_names_the_empty_chunks(settings, inst
 
 def test_no_empty_chunks_passes_on_chunks_with_text_and_alone_checks_every_source(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other", "never_run"])
-    store_frame(settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b"], "text": ["Text.", "More text."]}))
+    store_frame(
+        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b"], "text": ["Text.", "More text."]})
+    )
     store_frame(settings, "chunks", "other", pd.DataFrame({"id": ["c"], "text": ["Other."]}))
 
     success, checks = run_checks(settings, instance, no_empty_chunks)
@@ -160,7 +180,9 @@ def test_vector_dimension_is_compared_with_the_collection(settings, instance, co
 
 def test_rows_match_chunks_names_missing_and_orphan_rows_of_its_source_only(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other"])
-    store_frame(settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["A.", "B.", "C."]}))
+    store_frame(
+        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["A.", "B.", "C."]})
+    )
     put_rows(settings, "notes", ["a", "b", "orphan"])
     put_rows(settings, "other", ["x"])  # another source's rows are not orphans of this one
 
@@ -170,7 +192,9 @@ def test_rows_match_chunks_names_missing_and_orphan_rows_of_its_source_only(sett
     assert not check.passed
     assert check.description == "1 chunk(s) without a row: `c`; 1 orphan row(s): `orphan`"
     assert {k: values(check)[k] for k in ("milvus_rows", "missing_rows", "orphan_rows")} == {
-        "milvus_rows": 3, "missing_rows": 1, "orphan_rows": 1
+        "milvus_rows": 3,
+        "missing_rows": 1,
+        "orphan_rows": 1,
     }
 
     put_rows(settings, "notes", ["c"])

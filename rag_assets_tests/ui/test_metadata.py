@@ -14,9 +14,13 @@ def chunk_frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 
 def test_preview_shows_the_first_chunk_of_each_page_with_its_breadcrumb():
-    frame = chunk_frame([
-        ("a.md", "A", "First of a."), ("a.md", "A › Details", "Second of a."), ("b.md", "B", "First of b."),
-    ])
+    frame = chunk_frame(
+        [
+            ("a.md", "A", "First of a."),
+            ("a.md", "A › Details", "Second of a."),
+            ("b.md", "B", "First of b."),
+        ]
+    )
 
     preview = chunk_preview(frame, limit=2)
 
@@ -27,7 +31,15 @@ def test_preview_shows_the_first_chunk_of_each_page_with_its_breadcrumb():
 
 
 def test_preview_shows_chunk_text_literally_and_short():
-    frame = chunk_frame([("guide.md", "Guide › *Setup*", "# Not a heading\n\n[not a link](http://x) <b>raw</b> " + "word " * 100)])
+    frame = chunk_frame(
+        [
+            (
+                "guide.md",
+                "Guide › *Setup*",
+                "# Not a heading\n\n[not a link](http://x) <b>raw</b> " + "word " * 100,
+            )
+        ]
+    )
 
     html = MarkdownIt("commonmark").render(chunk_preview(frame))
 
