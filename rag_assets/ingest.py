@@ -87,6 +87,7 @@ def run_ingest(
     job = build_definitions(settings).resolve_job_def(INGEST_JOB)
     ordered = instance.get_dynamic_partitions(source_partitions.name)
     summaries = {n: SourceSummary(n) for n in names}
+    failures = []
     for first, last in contiguous_ranges(ordered, names):
         started = time.perf_counter()
         tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, **process_tags()}
@@ -96,10 +97,13 @@ def run_ingest(
             tags=tags,
             raise_on_error=False,
         )
-        if not result.success:
-            raise IngestFailed(_failure_message(result))
+        if not result.success:  # the other ranges still run: one source never holds the others up
+            failures.append(_failure_message(result))
+            continue
         elapsed = time.perf_counter() - started
         _collect(result, summaries, elapsed)
+    if failures:
+        raise IngestFailed("\n".join(failures))
     return [summaries[n] for n in names]
 
 

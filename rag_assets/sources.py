@@ -31,6 +31,11 @@ GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB
 DEFAULT_MAX_STALENESS_HOURS = 24.0
 HTTP_URL_PATTERN = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 KINDS = ("github", "local", "web")
+DEFAULT_PAGE_DEADLINE_SECONDS = 60.0  # one web page, every redirect hop and retry included
+DEFAULT_CRAWL_DEADLINE_SECONDS = 3600.0  # one crawl of one website
+DEFAULT_MAX_CRAWL_DELAY_SECONDS = 10.0  # the most a robots.txt Crawl-delay may space requests
+DEFAULT_DOWNLOAD_STALL_SECONDS = 60.0  # a GitHub tarball download with no byte for this long is retried
+DEFAULT_DOWNLOAD_DEADLINE_SECONDS = 3600.0  # one GitHub tarball download, retries included
 
 
 class SourcesFileError(ValueError):
@@ -61,7 +66,12 @@ def _check_http_url(field: str, url: str) -> str:
 class SourceLimits(BaseModel):
     """What reading one source may cost. A file over `max_file_bytes` is skipped and counted; past
     `max_pages` pages, `max_total_bytes` bytes read (after decompression) or `max_chunks` chunks the
-    rest is left out and the run's metadata says so (`limit_hit`)."""
+    rest is left out and the run's metadata says so (`limit_hit`).
+
+    Time: a web page must arrive whole within `page_deadline_seconds` (or it is skipped), a crawl
+    stops fetching after `crawl_deadline_seconds` (`limit_hit`), a robots.txt Crawl-delay is obeyed up
+    to `max_crawl_delay_seconds`; a GitHub tarball download fails after `download_stall_seconds`
+    without a byte (retried) or `download_deadline_seconds` in all."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,6 +79,11 @@ class SourceLimits(BaseModel):
     max_pages: int = Field(DEFAULT_MAX_PAGES, ge=1)
     max_chunks: int = Field(DEFAULT_MAX_CHUNKS, ge=1)
     max_total_bytes: int = Field(DEFAULT_MAX_TOTAL_BYTES, ge=1)
+    page_deadline_seconds: float = Field(DEFAULT_PAGE_DEADLINE_SECONDS, gt=0)
+    crawl_deadline_seconds: float = Field(DEFAULT_CRAWL_DEADLINE_SECONDS, gt=0)
+    max_crawl_delay_seconds: float = Field(DEFAULT_MAX_CRAWL_DELAY_SECONDS, ge=0)
+    download_stall_seconds: float = Field(DEFAULT_DOWNLOAD_STALL_SECONDS, gt=0)
+    download_deadline_seconds: float = Field(DEFAULT_DOWNLOAD_DEADLINE_SECONDS, gt=0)
 
     def read_limits(self) -> ReadLimits:
         return ReadLimits(self.max_file_bytes, self.max_pages, self.max_total_bytes)

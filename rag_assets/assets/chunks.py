@@ -3,11 +3,18 @@
 import os
 import re
 import time
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
 
-from rag_assets.core.chunking import CHUNK_COLUMNS, PageToChunk, chunk_pages
+from rag_assets.core.chunking import (
+    CHUNK_COLUMNS,
+    NOT_CHUNKED,
+    PARSED_AS_TEXT,
+    PageToChunk,
+    chunk_pages_reporting,
+)
 from rag_assets.core.diffing import diff_chunks
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
@@ -46,7 +53,11 @@ def chunks(
     for key, pages in raw_pages.items():
         started = time.perf_counter()
         previous = parquet_io_manager.load_previous(context.asset_key, key)
-        frame, rechunked = chunk_source(key, pages, previous, embedder, fingerprint)
+        frame, rechunked, problems = chunk_source(key, pages, previous, embedder, fingerprint)
+        for path, (problem, error) in problems.items():
+            what = "chunked as plain text" if problem == PARSED_AS_TEXT else "left out"
+            context.log.warning(f"source {key!r}: page {path!r} could not be parsed, {what}: {error}")
+        counts = Counter(problem for problem, _ in problems.values())
         frame, limit_hit = cap_chunks(frame, sources.get(key).limits.max_chunks)
         if limit_hit:
             context.log.warning(f"source {key!r}: {limit_hit}")
@@ -56,6 +67,8 @@ def chunks(
                 "limit_hit": limit_hit or "none",
                 **diff_chunks(previous, frame).as_metadata("chunks"),
                 "pages_chunked": rechunked,
+                "pages_parsed_as_text": counts[PARSED_AS_TEXT],
+                "pages_not_chunked": counts[NOT_CHUNKED],
                 "pages_reused": len(pages) - rechunked,
                 "tokens": int(frame["tokens"].sum()),
                 "tokens_max": int(frame["tokens"].max()) if len(frame) else 0,
@@ -75,8 +88,9 @@ def chunk_source(
     previous: pd.DataFrame | None,
     embedder: EmbedderResource,
     fingerprint: str,
-) -> tuple[pd.DataFrame, int]:
-    """The source's chunk frame, in page order, and how many pages had to be chunked afresh."""
+) -> tuple[pd.DataFrame, int, dict[str, tuple[str, str]]]:
+    """The source's chunk frame, in page order, how many pages had to be chunked afresh, and the
+    pages whose markup failed (path -> (PARSED_AS_TEXT or NOT_CHUNKED, the error))."""
     if previous is not None and "chunker" in previous and len(previous):
         previous = previous[previous["chunker"] == fingerprint]
         kept = previous.merge(
@@ -86,7 +100,7 @@ def chunk_source(
     else:
         kept = pd.DataFrame(columns=[*CHUNK_COLUMNS, "chunker"])
     todo = pages[~pages["path"].isin(set(kept["path"]))]
-    results = chunk_pages(
+    results = chunk_pages_reporting(
         source,
         [PageToChunk(p.path, p.text, p.format) for p in todo.itertuples(index=False)],
         model_dir=embedder.get().model_dir,
@@ -103,13 +117,22 @@ def chunk_source(
             "page_hash": page.content_hash,
             "chunker": fingerprint,
         }
-        for page, page_chunks in zip(todo.itertuples(index=False), results)
-        for chunk in page_chunks
+        for page, chunked in zip(todo.itertuples(index=False), results)
+        for chunk in chunked.chunks
     ]
+    problems = {
+        page.path: (chunked.problem, chunked.error)
+        for page, chunked in zip(todo.itertuples(index=False), results)
+        if chunked.problem
+    }
     frame = pd.concat([kept, pd.DataFrame(fresh, columns=kept.columns)], ignore_index=True) if fresh else kept
     order = {path: i for i, path in enumerate(pages["path"])}
     frame = frame.assign(_page=frame["path"].map(order)).sort_values(["_page", "position"], kind="stable")
-    return frame.drop(columns="_page").reset_index(drop=True)[[*CHUNK_COLUMNS, "chunker"]], len(todo)
+    return (
+        frame.drop(columns="_page").reset_index(drop=True)[[*CHUNK_COLUMNS, "chunker"]],
+        len(todo),
+        problems,
+    )
 
 
 def cap_chunks(frame: pd.DataFrame, max_chunks: int) -> tuple[pd.DataFrame, str]:

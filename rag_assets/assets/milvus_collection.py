@@ -1,8 +1,11 @@
 """milvus_collection: the rows retrieval reads, written to Milvus by the Milvus IO manager."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
+from rag_assets.assets.raw_pages import SOURCE_FAILED
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.milvus import ROW_FIELDS
 from rag_assets.resources.sources import SourcesResource
@@ -21,7 +24,7 @@ def milvus_collection(
     chunks: dict[str, pd.DataFrame],
     embeddings: dict[str, pd.DataFrame],
     sources: SourcesResource,
-) -> dict[str, pd.DataFrame]:
+) -> Iterator[dg.Output[dict[str, pd.DataFrame]]]:
     """One row per chunk (id, source, path, url, heading, text, content hash, commit, model, vector).
 
     The Milvus IO manager makes the source's rows exactly these: new and changed rows are upserted
@@ -30,10 +33,17 @@ def milvus_collection(
 
     A source removed from the sources file while its run was on its way here is not written: its
     cleanup run (same pool) has deleted, or will delete, its rows, and must not be undone.
+
+    A source whose reading failed in this run (`source_failed` on its raw_pages) is not written
+    either: its rows stay as they are. The others are written, then the step fails naming it.
     """
     configured = {source.name for source in sources.load()}  # an invalid file fails here, before any write
+    failed = failed_sources(context, list(chunks))
     rows = {}
     for key, frame in chunks.items():
+        if key in failed:
+            context.add_asset_metadata({SOURCE_FAILED: failed[key], "written": False}, partition_key=key)
+            continue
         if key not in configured:
             context.log.warning(f"source {key!r} is no longer in {sources.path}: its rows are not written")
             continue
@@ -46,4 +56,28 @@ def milvus_collection(
         rows[key] = frame.assign(
             vector=frame["id"].map(embedded["vector"]), model=frame["id"].map(embedded["model"])
         )[ROW_FIELDS]
-    return rows
+    yield dg.Output(rows)  # the IO manager writes the healthy sources now
+    if failed:
+        raise SourcesFailedError(
+            f"{len(failed)} of {len(chunks)} sources failed and were not written (their rows are kept): "
+            + "; ".join(f"{key!r}: {why}" for key, why in failed.items())
+            + (f". Written: {', '.join(repr(k) for k in rows)}" if rows else "")
+        )
+
+
+class SourcesFailedError(RuntimeError):
+    """Some sources of a run failed to be read; the others were written."""
+
+
+def failed_sources(context: dg.AssetExecutionContext, keys: list[str]) -> dict[str, str]:
+    """The sources whose raw_pages recorded `source_failed` in this run, with the error."""
+    failed = {}
+    for key in keys:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[key]), limit=1
+        ).records
+        if records and records[0].run_id == context.run_id:
+            value = records[0].asset_materialization.metadata.get(SOURCE_FAILED)
+            if value is not None:
+                failed[key] = str(value.value)
+    return failed

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from rag_assets.core.diffing import diff_pages
+from rag_assets.core.fitting import fit_identifier
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.local_folder import iter_folder_pages
 from rag_assets.core.pages import PAGE_COLUMNS, NoPagesError, PageStats
@@ -14,9 +15,13 @@ from rag_assets.core.sections import detect_format
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
+from rag_assets.resources.milvus import VARCHAR_LIMITS
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import GitHubSource, LocalSource, WebSource
+
+SOURCE_FAILED = "source_failed"  # raw_pages metadata of a source whose reading failed in this run
+LOGGED_NOTES = 50
 
 
 @dg.asset(
@@ -42,18 +47,32 @@ def raw_pages(
     was current: the commit's committer date for GitHub, the fetch time otherwise.
 
     Reading is bounded by the source's `limits`; a limit that left pages out is logged and
-    recorded as `limit_hit`. A source with no page fails the step (`on_empty: keep`, the default,
-    so its stored rows stay) or becomes empty (`on_empty: delete`).
+    recorded as `limit_hit`. A source with no page fails (`on_empty: keep`, the default, so its
+    stored rows stay) or becomes empty (`on_empty: delete`).
+
+    A source that fails (unreachable, refused, a corrupt archive, no pages) is logged, recorded as
+    `source_failed`, and passed on as it was read last time; the other sources of the run go on, and
+    `milvus_collection` writes them and then fails the run naming the failed ones. When every source
+    of the run failed, this step fails with the error.
     """
-    frames = {}
+    frames, failed = {}, {}
     for key in context.partition_keys:
         started = time.perf_counter()
         previous = parquet_io_manager.load_previous(context.asset_key, key)
-        source = sources.get(key)
-        frame, stats, version, extra = fetch_pages(source, github, previous, web)
-        check_not_empty(source, frame, stats)
-        if stats.limit_hit:
-            context.log.warning(f"source {key!r}: {stats.limit_hit}")
+        try:
+            source = sources.get(key)
+            frame, stats, version, extra = fetch_pages(source, github, previous, web)
+            check_not_empty(source, frame, stats)
+        except Exception as error:  # one source's failure is its own: the others of the run go on
+            failed[key] = error
+            frames[key] = previous if previous is not None else pd.DataFrame(columns=PAGE_COLUMNS)
+            context.log.error(f"source {key!r} failed; its rows are kept as they are: {error}")
+            context.add_asset_metadata(
+                {SOURCE_FAILED: f"{type(error).__name__}: {error}", "dagster/row_count": len(frames[key])},
+                partition_key=key,
+            )
+            continue
+        log_notes(context, key, stats)
         frames[key] = frame
         context.add_asset_metadata(
             {
@@ -68,7 +87,20 @@ def raw_pages(
             },
             partition_key=key,
         )
+    if failed and len(failed) == len(frames):  # nothing left to write: the step fails as the source did
+        raise next(iter(failed.values()))
     return frames
+
+
+def log_notes(context: dg.AssetExecutionContext, key: str, stats: PageStats) -> None:
+    """The limit hit and each item left out, one line each (the first LOGGED_NOTES of them)."""
+    if stats.limit_hit:
+        context.log.warning(f"source {key!r}: {stats.limit_hit}")
+    for note in stats.notes[:LOGGED_NOTES]:
+        if note != stats.limit_hit:
+            context.log.warning(f"source {key!r}: {note}")
+    if len(stats.notes) > LOGGED_NOTES:
+        context.log.warning(f"source {key!r}: {len(stats.notes) - LOGGED_NOTES} more items left out")
 
 
 def fetch_pages(
@@ -120,7 +152,20 @@ def fetch_pages(
         }
         for p in pages
     ]
-    return pd.DataFrame(rows, columns=PAGE_COLUMNS), stats, version, extra
+    return page_frame(rows, stats), stats, version, extra
+
+
+def page_frame(rows: list[dict], stats: PageStats) -> pd.DataFrame:
+    """The pages as a frame: a path or URL over its Milvus field is shortened so it still names its
+    page (core/fitting.py), and a path seen twice is kept once (counted in `duplicate_skipped`)."""
+    frame = pd.DataFrame(rows, columns=PAGE_COLUMNS)
+    for name in ("path", "url"):
+        frame[name] = [fit_identifier(str(value), VARCHAR_LIMITS[name]) for value in frame[name]]
+    repeated = frame["path"].duplicated(keep="first")
+    for path in frame.loc[repeated, "path"]:
+        stats.skip("duplicate_skipped", path, "offered more than once, the first one kept")
+    stats.pages -= int(repeated.sum())
+    return frame[~repeated].reset_index(drop=True)
 
 
 def check_not_empty(source, frame: pd.DataFrame, stats: PageStats) -> None:
@@ -138,7 +183,10 @@ def check_not_empty(source, frame: pd.DataFrame, stats: PageStats) -> None:
 
 
 def _mtime(source: LocalSource, path: str) -> str:
-    return pd.Timestamp((source.path / path).stat().st_mtime, unit="s", tz="UTC").isoformat()
+    try:
+        return pd.Timestamp((source.path / path).stat().st_mtime, unit="s", tz="UTC").isoformat()
+    except OSError:  # gone since it was read: its text is what counts
+        return ""
 
 
 def _web_pages(
@@ -169,5 +217,6 @@ def _web_pages(
         limit_hit=result.stats.limit_hit,
         notes=result.stats.notes,
     )
+    frame = page_frame(rows, stats)
     extra = {**result.stats.as_metadata(), "source_time": dg.MetadataValue.timestamp(result.fetched_at)}
-    return pd.DataFrame(rows, columns=PAGE_COLUMNS), stats, version, extra
+    return frame, stats, version, extra

@@ -2,6 +2,13 @@
 
 Within a section, semantic-text-splitter (Rust, tokenizer-aware) cuts at the largest semantic unit
 that fits (paragraphs, then sentences, then words), counting with the embedding model's tokenizer.
+Pieces are bounded by characters too: the tokenizer turns any word over 100 characters into one
+`[UNK]` token, so an unbroken 70,000-character line (a hex dump, a minified file) would otherwise be
+one chunk larger than the collection's text field. Breadcrumbs are shortened to fit the same way.
+
+One page never stops the others: a page whose markup cannot be parsed (a `RecursionError` in
+docutils on deeply indented reStructuredText) is chunked as plain text, and a page that still
+cannot be chunked is left out; `chunk_pages_reporting` says which, and why.
 """
 
 import multiprocessing
@@ -20,7 +27,13 @@ from rag_assets.core.sections import BREADCRUMB_SEPARATOR, split_sections
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] (or <s> and </s>) around every input
 MIN_BODY_TOKENS = 32
-CHUNKER_VERSION = "1"  # bump when a change to this module changes the chunks it makes
+CHUNKER_VERSION = "2"  # bump when a change to this module changes the chunks it makes
+MAX_CHUNK_CHARS = 16_000  # 4 UTF-8 bytes a character at most: well inside Milvus's 65,535-byte text field
+CHARS_PER_TOKEN_BOUND = 16  # no natural text comes near this; degenerate text is cut by characters
+MAX_HEADING_CHARS = 512  # a breadcrumb's last heading is cut to this (and to half the token budget)
+ELLIPSIS = "…"
+PARSED_AS_TEXT = "parsed_as_text"
+NOT_CHUNKED = "not_chunked"
 PARALLEL_MIN_PAGES = 64  # below this, starting worker processes costs more than it saves
 CHUNK_COLUMNS = [
     "id",
@@ -92,21 +105,38 @@ class Chunker:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=True).ids)
 
+    @property
+    def max_chars(self) -> int:
+        """The most characters one chunk's text may have, whatever its token count."""
+        return min(MAX_CHUNK_CHARS, CHARS_PER_TOKEN_BOUND * self.max_tokens)
+
     def _fit_heading(self, breadcrumb: tuple[str, ...]) -> str:
-        """Drop outer headings until the breadcrumb leaves room for a body."""
+        """Drop outer headings until the breadcrumb leaves room for a body; a last heading that is
+        still too long (in tokens or characters) is cut, and ends with an ellipsis."""
         crumbs = list(breadcrumb)
         while len(crumbs) > 1 and self._count(BREADCRUMB_SEPARATOR.join(crumbs)) > self.max_tokens // 2:
             crumbs.pop(0)
-        return BREADCRUMB_SEPARATOR.join(crumbs)
+        heading = BREADCRUMB_SEPARATOR.join(crumbs)
+        if len(heading) <= MAX_HEADING_CHARS and self._count(heading) <= self.max_tokens // 2:
+            return heading
+        encoding = self.tokenizer.encode(heading[: MAX_HEADING_CHARS * 2], add_special_tokens=False)
+        keep = max(self.max_tokens // 2 - 2, 1)  # room for the ellipsis
+        if len(encoding.offsets) > keep:
+            heading = heading[: encoding.offsets[keep - 1][1]]
+        return heading[: MAX_HEADING_CHARS - 1].rstrip() + ELLIPSIS
 
     def _pieces(self, body: str, heading: str) -> list[str]:
         if not body.strip():
             return []
         room = self.max_tokens - SPECIAL_TOKENS - (self._count(heading) + 1 if heading else 0)
+        splitter = _splitter(self.tokenizer, max(room, MIN_BODY_TOKENS), self.overlap_tokens)
         return [
-            p
-            for p in _splitter(self.tokenizer, max(room, MIN_BODY_TOKENS), self.overlap_tokens).chunks(body)
-            if p.strip()
+            short
+            for piece in splitter.chunks(body)
+            for short in (
+                _char_splitter(self.max_chars).chunks(piece) if len(piece) > self.max_chars else [piece]
+            )
+            if short.strip()
         ]
 
     def _count(self, text: str) -> int:
@@ -118,11 +148,26 @@ def _splitter(tokenizer: Tokenizer, capacity: int, overlap: int) -> TextSplitter
     return TextSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap=min(overlap, capacity - 1))
 
 
+@lru_cache(maxsize=8)
+def _char_splitter(capacity: int) -> TextSplitter:
+    return TextSplitter(capacity)
+
+
 @dataclass(frozen=True)
 class PageToChunk:
     path: str
     text: str
     format: str
+
+
+@dataclass(frozen=True)
+class ChunkedPage:
+    """The chunks of one page, and what went wrong on the way: `problem` is empty, PARSED_AS_TEXT
+    (its markup could not be parsed, so it was chunked as plain text) or NOT_CHUNKED (no chunk)."""
+
+    chunks: list[Chunk]
+    problem: str = ""
+    error: str = ""
 
 
 def chunk_pages(
@@ -134,6 +179,29 @@ def chunk_pages(
     overlap_tokens: int = 0,
     workers: int = 1,
 ) -> list[list[Chunk]]:
+    """The chunks of each page, in page order (see `chunk_pages_reporting`)."""
+    return [
+        page.chunks
+        for page in chunk_pages_reporting(
+            source,
+            pages,
+            model_dir=model_dir,
+            max_tokens=max_tokens,
+            overlap_tokens=overlap_tokens,
+            workers=workers,
+        )
+    ]
+
+
+def chunk_pages_reporting(
+    source: str,
+    pages: list[PageToChunk],
+    *,
+    model_dir: Path,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    workers: int = 1,
+) -> list[ChunkedPage]:
     """The chunks of each page, in page order, split over `workers` processes when there are many pages.
 
     This is where the "many CPU workers" of the design live: parsing and tokenizing are CPU-bound
@@ -158,5 +226,17 @@ def _init_worker(model_dir: str, max_tokens: int, overlap_tokens: int) -> None:
     _WORKER_CHUNKER = Chunker(load_tokenizer(Path(model_dir)), max_tokens, overlap_tokens)
 
 
-def _chunk_one(source: str, page: PageToChunk) -> list[Chunk]:
-    return _WORKER_CHUNKER.split_page(source, page.path, page.text, page.format)
+def _chunk_one(source: str, page: PageToChunk) -> ChunkedPage:
+    return chunk_page_isolated(_WORKER_CHUNKER, source, page)
+
+
+def chunk_page_isolated(chunker: Chunker, source: str, page: PageToChunk) -> ChunkedPage:
+    """One page's chunks; its own failure (a parser's RecursionError included) stays its own."""
+    try:
+        return ChunkedPage(chunker.split_page(source, page.path, page.text, page.format))
+    except (Exception, RecursionError) as error:  # any parser failure: try the page as plain text
+        first = f"{type(error).__name__}: {error}"[:300]
+    try:
+        return ChunkedPage(chunker.split_page(source, page.path, page.text, "text"), PARSED_AS_TEXT, first)
+    except (Exception, RecursionError) as error:
+        return ChunkedPage([], NOT_CHUNKED, f"{type(error).__name__}: {error}"[:300])

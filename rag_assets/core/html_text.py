@@ -11,6 +11,7 @@ conversion but is GPL-3.0; trafilatura's boilerplate detection is heavier than d
 
 import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
 
 from bs4 import BeautifulSoup
@@ -64,6 +65,48 @@ def html_to_page(html: str, base_url: str) -> HtmlPage:
     if title and not re.match(r"^#\s", markdown):  # a page without an <h1> still gets a top heading
         markdown = f"# {title}\n\n{markdown}"
     return HtmlPage(title=title, canonical=canonical, markdown=markdown, links=links)
+
+
+def html_to_plain_page(html: str) -> HtmlPage:
+    """The words of a page without its markup, read by a flat tokenizer that has no nesting limit:
+    for a page nested too deeply for `html_to_page`. No canonical, no links (nothing is followed)."""
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    text = _tidy("\n".join(" ".join(line.split()) for line in "".join(parser.parts).splitlines()))
+    title = " ".join("".join(parser.title).split())
+    return HtmlPage(title=title, canonical=None, markdown=f"# {title}\n\n{text}" if title else text, links=())
+
+
+class _TextParser(HTMLParser):
+    _SKIPPED = frozenset(BOILERPLATE_TAGS)
+    _BREAKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._skipping = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag in self._SKIPPED:
+            self._skipping += 1
+        self._in_title = tag == "title" or self._in_title
+        if tag in self._BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag) -> None:
+        if tag in self._SKIPPED:
+            self._skipping = max(self._skipping - 1, 0)
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._skipping:
+            self.parts.append(data)
 
 
 def normalize_url(url: str) -> str:

@@ -37,13 +37,19 @@ def iter_folder_pages(
         relative = path.relative_to(root).as_posix()
         if not path_selected(relative, include, exclude):
             continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root) or not path.resolve().is_file():
-            stats.unsafe_skipped += 1
+        try:
+            if path.is_symlink() and not path.resolve().is_relative_to(root) or not path.resolve().is_file():
+                stats.unsafe_skipped += 1
+                continue
+            if stats.pages >= max_pages or stats.limit_hit:
+                stats.pages_not_read += 1
+                continue
+            data = _read_bounded(path, relative, stats, max_file_bytes, max_total_bytes)
+        except (OSError, RuntimeError) as error:  # RuntimeError: "Symlink loop" from Path.resolve
+            stats.skip(
+                "unreadable_skipped", relative, f"not readable ({type(error).__name__}: {error}), skipped"
+            )
             continue
-        if stats.pages >= max_pages or stats.limit_hit:
-            stats.pages_not_read += 1
-            continue
-        data = _read_bounded(path, relative, stats, max_file_bytes, max_total_bytes)
         page = decode_page(relative, data, stats) if data is not None else None
         if page is not None:
             yield page

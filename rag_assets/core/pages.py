@@ -54,6 +54,8 @@ class PageStats:
     decoded_with_replacement: int = 0
     too_large_skipped: int = 0
     unsafe_skipped: int = 0
+    unreadable_skipped: int = 0  # a file that could not be read (a symlink loop, no permission, gone)
+    duplicate_skipped: int = 0  # a path offered twice (a tarball may hold one path twice): the first is kept
     pages_not_read: int = 0  # selected files left unread because a limit was reached
     bytes_read: int = 0  # after decompression: what counts against max_total_bytes
     limit_hit: str = (
@@ -71,6 +73,11 @@ class PageStats:
                 setattr(self, key, getattr(self, key) + value)
         self.notes.extend(more.notes)
         self.limit_hit = self.limit_hit or more.limit_hit
+
+    def skip(self, counter: str, path: str, why: str) -> None:
+        """Count one file left out under `counter`, with a note naming it."""
+        setattr(self, counter, getattr(self, counter) + 1)
+        self.notes.append(f"{path}: {why}")
 
     def skip_too_large(self, path: str, size: int, limit: int) -> None:
         self.too_large_skipped += 1

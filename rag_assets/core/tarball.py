@@ -88,18 +88,21 @@ def iter_tar_pages(
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
 ) -> Iterator[Page]:
     """Yield the selected regular files of a gzipped tar stream as pages; links and devices never are.
+    A path the archive holds twice is read once (the first; the later ones counted in
+    `duplicate_skipped`).
 
     After `max_pages` pages the rest of the archive is only counted (`pages_not_read`); past
     `max_total_bytes` inflated bytes reading stops. Either is recorded in `stats.limit_hit`. An
     archive that ends early or is damaged anywhere raises CorruptArchiveError: never a shorter source.
     """
     inflated = _CountingReader(gzip.GzipFile(fileobj=stream, mode="rb"), max_total_bytes)
+    seen: set[str] = set()
     try:
         with tarfile.open(
             fileobj=inflated, mode="r|", tarinfo=_BoundedTarInfo, bufsize=READ_BLOCK_BYTES
         ) as archive:
             for member in archive:
-                page = _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages)
+                page = _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages, seen)
                 if page is not None:
                     yield page
             _check_ends_cleanly(archive)
@@ -125,7 +128,7 @@ def _check_ends_cleanly(archive: tarfile.TarFile) -> None:
             )
 
 
-def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages) -> Page | None:
+def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_pages, seen) -> Page | None:
     if member.isdir():
         return None
     path = archive_path(member.name)
@@ -137,6 +140,10 @@ def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_p
     if not member.isreg():  # symlinks, hard links, devices, fifos: never followed
         stats.unsafe_skipped += 1
         return None
+    if path in seen:  # one path, one page: the first is kept
+        stats.skip("duplicate_skipped", path, "in the archive more than once, the first one kept")
+        return None
+    seen.add(path)
     if stats.pages >= max_pages:
         stats.pages_not_read += 1
         return None

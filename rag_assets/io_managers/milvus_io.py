@@ -11,14 +11,18 @@ import dagster as dg
 import pandas as pd
 
 from rag_assets.collections import model_properties, point_alias, serving_target
+from rag_assets.core.fitting import fit_rows
 from rag_assets.core.freshness import freshness_metadata
 from rag_assets.resources.milvus import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
+    VARCHAR_LIMITS,
     MilvusResource,
     MilvusStore,
     SyncResult,
 )
+
+LOGGED_SKIPS = 20  # rows left out that are named one by one in the log, per source
 
 
 class MilvusIOManager(dg.ConfigurableIOManager):
@@ -35,6 +39,14 @@ class MilvusIOManager(dg.ConfigurableIOManager):
         try:
             for source, rows in obj.items():
                 _check_model(source, rows, identity)
+                fitted = fit_rows(rows, VARCHAR_LIMITS)  # every value fits its field, or the row is left out
+                rows = fitted.rows
+                for note in fitted.notes[:LOGGED_SKIPS]:
+                    context.log.warning(f"source {source!r}: {note}")
+                if len(fitted.notes) > LOGGED_SKIPS:
+                    context.log.warning(
+                        f"source {source!r}: {len(fitted.notes) - LOGGED_SKIPS} more rows not stored"
+                    )
                 dimension = len(rows["vector"].iloc[0]) if len(rows) else store.dimension()
                 if dimension:
                     store.ensure_collection(dimension, properties)
@@ -49,6 +61,8 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                         "rows_upserted": result.upserted,
                         "rows_deleted": result.deleted,
                         "rows_unchanged": result.unchanged,
+                        "rows_skipped": sum(fitted.skipped.values()),
+                        "rows_skipped_reasons": dg.MetadataValue.json(dict(fitted.skipped)),
                         "write_batches": result.batches,
                         "dagster/row_count": len(rows),
                         "collection": store.collection,
