@@ -3,8 +3,10 @@
 The hosts are those of the source's own URLs (`url_prefix`, `start_url`, `sitemap_url`); every
 request, each redirect hop included, must go to one of them. Addresses that are not public
 (loopback, link-local such as 169.254.169.254 and fe80::/10, private, shared, reserved,
-multicast) are refused, unless one of the source's own hosts is on such an address: an intranet
-site or a loopback test server reaches its own hosts as usual.
+multicast) are refused, unless one of the source's own hosts is on such addresses only: an
+intranet site or a loopback test server reaches its own hosts as usual. Names are resolved again
+for every request, so a host that starts resolving to 169.254.169.254 mid-crawl is refused then
+(the HTTP client resolves once more when it connects: a rebinding in between is not caught).
 """
 
 import ipaddress
@@ -39,16 +41,15 @@ class Scope:
     def __init__(self, own_urls: list[str], *, resolver: Resolver = resolve):
         self.hosts = {h for h in (urlsplit(u).hostname for u in own_urls if u) if h}
         self._resolver = resolver
-        self._addresses: dict[str, list[str]] = {}
-        self.private_ok = any(not is_public(a) for h in self.hosts for a in self._resolve(h))
+        self.private_ok = any(
+            (found := self._resolve(h)) and not any(is_public(a) for a in found) for h in self.hosts
+        )
 
     def _resolve(self, host: str) -> list[str]:
-        if host not in self._addresses:
-            try:
-                self._addresses[host] = [str(ipaddress.ip_address(host))]
-            except ValueError:
-                self._addresses[host] = self._resolver(host)
-        return self._addresses[host]
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return self._resolver(host)
 
     def refusal(self, url: str) -> str:
         """Why `url` may not be requested ("" when it may)."""

@@ -2,6 +2,7 @@
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,14 +152,20 @@ class GitHubResource(dg.ConfigurableResource):
         limits = source.limits.read_limits()
         owner, name = source.owner_and_name
         what = f"source {source.name!r}: downloading the tarball of {source.repo}@{sha[:12]}"
+        deadline = time.monotonic() + source.limits.download_deadline_seconds
+        # A stall (no byte for download_stall_seconds) is a read timeout: transient, so retried.
+        timeout = httpx.Timeout(self.timeout_seconds, read=source.limits.download_stall_seconds)
 
         def attempt() -> tuple[list[Page], PageStats]:
             attempt_stats = PageStats()
-            with client.stream("GET", f"/repos/{owner}/{name}/tarball/{sha}") as response:
+            blocks = _until(iter([b""]), deadline, what, source.limits.download_deadline_seconds)
+            next(blocks)  # a retry that would start past the deadline is not made
+            with client.stream("GET", f"/repos/{owner}/{name}/tarball/{sha}", timeout=timeout) as response:
                 if is_transient(response):  # the status and headers say enough; the body is not read
                     raise TransientResponse(response)
                 _raise_for_status(response, what)
-                stream = io.BufferedReader(_ResponseStream(response.iter_bytes()), buffer_size=1 << 20)
+                blocks = _until(response.iter_bytes(), deadline, what, source.limits.download_deadline_seconds)
+                stream = io.BufferedReader(_ResponseStream(blocks), buffer_size=1 << 20)
                 pages = [
                     Page(page.path, page.text, page.content_hash, source.page_url(sha, page.path))
                     for page in iter_tar_pages(
@@ -176,6 +183,15 @@ class GitHubResource(dg.ConfigurableResource):
         pages, got = self.retry_policy().call(attempt, what=what)
         stats.add(got)
         yield from pages
+
+
+def _until(blocks: Iterator[bytes], deadline: float, what: str, seconds: float) -> Iterator[bytes]:
+    """The blocks, until the download's overall deadline (monotonic) has passed: then GitHubError,
+    which is not retried (a download that took this long would take as long again)."""
+    for block in blocks:
+        if time.monotonic() > deadline:
+            raise GitHubError(f"{what}: not finished within download_deadline_seconds={seconds:g}")
+        yield block
 
 
 def _checked_sha(sha: str, what: str) -> str:

@@ -60,6 +60,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     reset_after: int | None = None  # send this many body bytes, then drop the connection
+    trickle: tuple[int, float] | None = None  # send the body this many bytes at a time, pausing between
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class FakeGitHub(LoopbackServer):
         self._requests: list[RecordedRequest] = []
         self._faults: list[tuple[str, deque[Fault]]] = []
         self._resets = 0
+        self._trickle: tuple[int, float] | None = None
         self._limit, self._remaining = rate_limit, rate_limit
         self._reset_epoch = int(time.time()) + RATE_LIMIT_WINDOW_SECONDS
         self._serial = itertools.count(1)
@@ -174,6 +176,12 @@ class FakeGitHub(LoopbackServer):
         """The next `times` archive downloads send headers and part of the body, then drop the connection."""
         with self._lock:
             self._resets += times
+
+    def trickle_tarballs(self, bytes_per_write: int, pause_seconds: float) -> None:
+        """Archive downloads send their body `bytes_per_write` bytes at a time, `pause_seconds` apart (a
+        pause longer than the client's read timeout is a stall); `trickle_tarballs(0, 0)` stops it."""
+        with self._lock:
+            self._trickle = (bytes_per_write, pause_seconds) if bytes_per_write else None
 
     def serve_corrupt_tarball(self, repo: str, mode: CorruptMode | None) -> None:
         """Serve half an archive ("truncated") or bytes that are not gzip ("garbage"); None serves it
@@ -313,7 +321,7 @@ class FakeGitHub(LoopbackServer):
             "ETag": f'"{commit.sha}"',
             "Content-Disposition": f"attachment; filename={top}.tar.gz",
         }
-        return _Answer(200, headers, body, reset_after)
+        return _Answer(200, headers, body, reset_after, self._trickle)
 
 
 _API_PATH = re.compile(r"/repos/([^/]+)/([^/]+)/(commits|tarball|git/trees|contents)(?:/(.*))?")
@@ -328,8 +336,12 @@ def _send(handler: LoopbackHandler, answer: _Answer) -> None:
         handler.send_header("Content-Length", str(len(answer.body)))
     handler.end_headers()
     body = memoryview(answer.body)[: answer.reset_after]
-    for start in range(0, len(body), CHUNK_BYTES):
-        handler.wfile.write(body[start : start + CHUNK_BYTES])
+    size, pause = answer.trickle or (CHUNK_BYTES, 0.0)
+    for start in range(0, len(body), size):
+        handler.wfile.write(body[start : start + size])
+        if pause:
+            handler.wfile.flush()
+            time.sleep(pause)
     if answer.reset_after is not None:  # linger 0: close with a TCP reset, like a dropped connection
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         handler.connection.close()  # now, before socketserver's graceful shutdown could send a FIN

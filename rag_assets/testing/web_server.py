@@ -50,6 +50,7 @@ class FakeSite(LoopbackServer):
         self._faults: list[tuple[str, deque[Fault]]] = []
         self._requests: list[RecordedRequest] = []
         self.robots_txt: str | None = None
+        self._trickles: dict[str, float] = {}
         self.sitemap_paths: list[str] | None = None  # None: no /sitemap.xml
 
     def set_page(self, path: str, body: str | bytes, content_type: str = HTML) -> None:
@@ -68,6 +69,11 @@ class FakeSite(LoopbackServer):
     def redirect(self, path: str, location: str) -> None:
         with self._lock:
             self._redirects[path] = location
+
+    def trickle(self, path: str, pause_seconds: float) -> None:
+        """Send the page at `path` one byte at a time, `pause_seconds` apart (a slow-loris server)."""
+        with self._lock:
+            self._trickles[path] = pause_seconds
 
     def fail_next(self, path_contains: str, statuses: list[Fault]) -> None:
         """The next matching requests get these answers (status, or (status, headers)), in order."""
@@ -96,8 +102,13 @@ class FakeSite(LoopbackServer):
         if status != 304:
             handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        if status != 304:
+        pause = self._trickles.get(urlsplit(handler.path).path) if status == 200 else None
+        if status != 304 and pause is None:
             handler.wfile.write(body)
+        for index in range(len(body) if pause is not None else 0):
+            handler.wfile.write(body[index : index + 1])
+            handler.wfile.flush()
+            time.sleep(pause)
 
     def _answer(self, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         path = urlsplit(target).path
