@@ -164,7 +164,9 @@ class GitHubResource(dg.ConfigurableResource):
                 if is_transient(response):  # the status and headers say enough; the body is not read
                     raise TransientResponse(response)
                 _raise_for_status(response, what)
-                blocks = _until(response.iter_bytes(), deadline, what, source.limits.download_deadline_seconds)
+                blocks = _until(
+                    response.iter_bytes(), deadline, what, source.limits.download_deadline_seconds
+                )
                 stream = io.BufferedReader(_ResponseStream(blocks), buffer_size=1 << 20)
                 pages = [
                     Page(page.path, page.text, page.content_hash, source.page_url(sha, page.path))
