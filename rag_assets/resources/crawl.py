@@ -117,16 +117,23 @@ class Deadline:
     """A point in time; `watch(response)` cuts the response's connection when it passes, so a server
     sending one byte every few seconds cannot hold a read open past it."""
 
-    def __init__(self, seconds: float):
-        self.at = time.monotonic() + seconds
+    def __init__(self, seconds: float, *, started: bool = True):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds if started else None
+
+    def start(self) -> None:
+        """Start counting now, if not started yet (a page's clock starts at its first request, not
+        while it waits for its turn under the host's request rate)."""
+        if self.at is None:
+            self.at = time.monotonic() + self.seconds
 
     @property
     def remaining(self) -> float:
-        return max(self.at - time.monotonic(), 0.0)
+        return self.seconds if self.at is None else max(self.at - time.monotonic(), 0.0)
 
     @property
     def expired(self) -> bool:
-        return time.monotonic() >= self.at
+        return self.at is not None and time.monotonic() >= self.at
 
     def watch(self, response: httpx.Response) -> threading.Timer | None:
         stream = response.extensions.get("network_stream")
@@ -396,7 +403,7 @@ class Crawl:
         its body when a 200 (None when over `limit` bytes); the cached entry. Raises _Skipped."""
         previous = self.cache.entries.get(url)
         headers = previous.validators() if previous else {}
-        deadline = Deadline(min(self.limits.page_deadline_seconds, self.deadline.remaining))
+        deadline = Deadline(min(self.limits.page_deadline_seconds, self.deadline.remaining), started=False)
         chain = [url]
         while True:
             current = chain[-1]
@@ -429,7 +436,8 @@ class Crawl:
 
         def attempt() -> tuple[httpx.Response, bytes | None]:
             self.limiter.wait(url)
-            if deadline.expired:
+            deadline.start()
+            if deadline.expired or self.deadline.expired:
                 raise _Skipped(
                     "deadline_exceeded", f"not whole within {self.limits.page_deadline_seconds:g} s"
                 )
