@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
+from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.core.diffing import diff_pages
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.local_folder import iter_folder_pages
@@ -48,6 +49,7 @@ def raw_pages(
     frames = {}
     for key in context.partition_keys:
         started = time.perf_counter()
+        forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         source = sources.get(key)
         frame, stats, version, extra = fetch_pages(source, github, previous, web)
