@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     bench.add_argument(
         "--stages",
-        default="bare_encode,bare_embed,cold,warm,incremental,naive",
+        default="bare_encode,bare_embed,cold,warm,noop_cli_dagster,noop_cli,incremental,naive",
         help="comma-separated subset",
     )
     bench.add_argument(
