@@ -137,3 +137,24 @@ def test_fingerprints_change_with_the_commit_the_definition_and_the_settings(env
     unreachable = {**entries[0], "api_url": "http://127.0.0.1:9"}
     write_sources(workdir / "sources.yaml", [unreachable])
     assert changes.current_fingerprints(settings, load_sources(settings.sources_file)) == {"gh": None}
+
+
+@pytest.mark.slow
+def test_a_run_started_outside_the_cli_erases_the_record_so_the_next_command_runs(env, workdir, docs_folder):
+    from rag_assets.ingest import run_ingest
+    from rag_assets.instance import cli_instance
+
+    write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
+    assert rag_assets("ingest", env=env).returncode == 0
+    settings = Settings.from_env()
+    assert changes.recorded(settings.artifacts_dir, "notes") is not None
+
+    instance = cli_instance(settings.data_dir)  # as the UI or a sensor would: a run, not the command
+    try:
+        run_ingest(settings, instance, ["notes"])
+    finally:
+        instance.dispose()
+
+    assert changes.recorded(settings.artifacts_dir, "notes") is None
+    after = rag_assets("ingest", env=env)
+    assert after.returncode == 0 and "unchanged" not in after.stdout and "notes" in after.stdout
