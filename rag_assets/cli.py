@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.ingest import IngestFailed
+    from rag_assets.errors import IngestFailed
     from rag_assets.sources import SourcesFileError
 
     try:
@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         "--source", action="append", help="only this source (repeatable); default: every source"
     )
     ingest.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    ingest.add_argument(
+        "--force", action="store_true", help="run even the sources that did not change since their last run"
+    )
     ingest.set_defaults(handler=_ingest)
 
     search = commands.add_parser("search", help="embed a question and print the closest chunks")
@@ -105,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     bench.add_argument(
         "--stages",
-        default="bare_encode,bare_embed,cold,warm,incremental,naive",
+        default="bare_encode,bare_embed,cold,warm,noop_cli_dagster,noop_cli,incremental,naive",
         help="comma-separated subset",
     )
     bench.add_argument(
@@ -118,16 +121,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args, settings: Settings) -> int:
-    from rag_assets.ingest import run_ingest
-    from rag_assets.instance import cli_instance
+    from rag_assets.change_detection import record_successes, skip_unchanged
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
     names = [find_source(sources, n).name for n in args.source] if args.source else [s.name for s in sources]
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
+    selected = [find_source(sources, n) for n in names]
+    skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force)
+    for unchanged in skipped:  # rag_assets/change_detection.py: no run, no import of the pipeline
+        print(unchanged.describe())
+    if not names:
+        print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
+        return 0
+    from rag_assets.ingest import run_ingest
+    from rag_assets.instance import cli_instance
+
     instance = cli_instance(settings.data_dir)
     summaries = run_ingest(settings, instance, names, verbose=args.verbose, on_reclaimed=_say_reclaimed)
+    record_successes(settings, summaries, fingerprints)
     columns = ["pages", "chunks", "embedded", "written", "deleted"]
     print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
     for summary in summaries:

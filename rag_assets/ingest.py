@@ -9,6 +9,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy.exc import IntegrityError
 
 from rag_assets.definitions import INGEST_JOB, build_definitions
+from rag_assets.errors import IngestFailed
 from rag_assets.partitions import source_partitions
 from rag_assets.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
 from rag_assets.settings import Settings
@@ -19,10 +20,6 @@ SUMMARY_FIELDS = {
     "embeddings": {"embedded": "chunks_embedded", "tokens": "tokens_embedded"},
     "milvus_collection": {"written": "rows_upserted", "deleted": "rows_deleted"},
 }
-
-
-class IngestFailed(RuntimeError):
-    """A run failed; the message is the step's own error."""
 
 
 @dataclass

@@ -9,7 +9,10 @@ The corpus is served by the loopback GitHub server the tests use.
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -21,6 +24,7 @@ import yaml
 
 from rag_assets.bench.measure import StageResult, measured
 from rag_assets.bench.naive import run_naive
+from rag_assets.bench.split import latest_run_split
 from rag_assets.core.chunking import PageToChunk, chunk_pages, embedding_input
 from rag_assets.core.pages import PageStats, decode_page, path_selected
 from rag_assets.core.sections import detect_format
@@ -46,7 +50,15 @@ class BenchOptions:
     device: str = "auto"
     precision: str = "auto"
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    stages: tuple[str, ...] = ("bare_encode", "bare_embed", "cold", "warm", "incremental", "naive")
+    stages: tuple[str, ...] = (
+        "bare_encode",
+        "bare_embed",
+        "cold",
+        "warm",
+        "noop_cli",
+        "incremental",
+        "naive",
+    )
     fp32_reference: bool = False
     workdir: Path | None = None
 
@@ -95,6 +107,8 @@ def run_bench(options: BenchOptions, log=print) -> dict:
         stage("cold", lambda r: _ingest(settings, instance, r))
         _check_same_chunks(settings, texts, "cold" in options.stages)
         stage("warm", lambda r: _ingest(settings, instance, r))
+        stage("noop_cli_dagster", lambda r: _cli_ingest(settings, workdir, r))  # runs, then records
+        stage("noop_cli", lambda r: _cli_ingest(settings, workdir, r))  # skips: the source is unchanged
         if options.update:
             stage(
                 "incremental",
@@ -112,6 +126,8 @@ def ratios(stages: dict[str, dict]) -> dict[str, float]:
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
+        "noop_cli/noop_cli_dagster": ("noop_cli", "noop_cli_dagster"),
+        "noop_cli/cold": ("noop_cli", "cold"),
     }
     found = {
         name: round(stages[a]["wall_s"] / stages[b]["wall_s"], 3)
@@ -221,12 +237,34 @@ def _agreement_with_fp32(embedder: Embedder, texts: list[str], reference: np.nda
 
 
 def _ingest(settings: Settings, instance: dg.DagsterInstance, result: StageResult) -> None:
+    started = time.perf_counter()
     [summary] = run_ingest(settings, instance, [SOURCE])
     result.tokens = summary.counts.get("tokens", 0)
     result.chunks_embedded = summary.counts.get("embedded", 0)
     result.rows_written = summary.counts.get("written", 0)
     result.rows_deleted = summary.counts.get("deleted", 0)
     result.extra["chunks"] = summary.counts.get("chunks", 0)
+    result.wall_s = time.perf_counter() - started
+    result.extra["split"] = latest_run_split(instance, result.wall_s)
+
+
+def _cli_ingest(settings: Settings, workdir: Path, result: StageResult) -> None:
+    """`rag-assets ingest` as a user runs it, in its own process. With nothing changed, the first one
+    after a run of the pipeline that the CLI did not start runs Dagster's no-op (`noop_cli_dagster`)
+    and records the source's fingerprint; the next skips the source without Dagster (`noop_cli`)."""
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(settings.data_dir),
+        "RAG_SOURCES_FILE": str(settings.sources_file),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+        "MILVUS_COLLECTION": settings.collection,
+        "EMBEDDING_MODEL": settings.embedding_model,
+        "EMBEDDING_DEVICE": settings.embedding_device,
+        "EMBEDDING_PRECISION": settings.embedding_precision,
+    }
+    command = [sys.executable, "-m", "rag_assets.cli", "ingest"]
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=600)
+    result.extra["skipped"] = "unchanged since" in done.stdout
 
 
 def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:
@@ -322,6 +360,14 @@ def format_table(report: dict) -> str:
     lines = [f"{'stage':<18}" + "".join(f"{c:>16}" for c in columns)]
     for name, row in report["stages"].items():
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, ''):>16}" for c in columns))
+    for name, row in report["stages"].items():
+        split = row.get("split")
+        if split:
+            steps = ", ".join(f"{k} {v}" for k, v in split["steps"].items())
+            lines.append(
+                f"split {name}: outside the run {split['outside_run_s']} s, between steps "
+                f"{split['between_steps_s']} s; steps: {steps}"
+            )
     lines.append("ratios: " + ", ".join(f"{k} = {v}" for k, v in report["ratios"].items()))
     env = report["env"]
     lines.append(

@@ -194,8 +194,8 @@ class Embedder:
         return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
 
     def close(self) -> None:
-        self._model = None
-        if self.device.startswith("cuda"):
+        loaded, self._model = self._model is not None, None
+        if loaded and self.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()

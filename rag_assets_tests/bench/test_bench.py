@@ -67,9 +67,19 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
         "bare_encode_fp32",
         "cold",
         "warm",
+        "noop_cli_dagster",
+        "noop_cli",
         "incremental",
         "naive",
     ]
+    assert not stages["noop_cli_dagster"]["skipped"] and stages["noop_cli"]["skipped"]
+    for name in ("cold", "warm", "incremental"):  # each run's time split by step, and outside the run
+        split = stages[name]["split"]
+        assert {"raw_pages", "chunks", "embeddings", "milvus_collection", "serving_collection"} <= set(
+            split["steps"]
+        )
+        assert 0 < sum(split["steps"].values()) <= split["run_s"] <= stages[name]["wall_s"] + 0.01
+    assert "split cold: outside the run" in result.stdout
     chunks = stages["bare_encode"]["chunks_embedded"]
     assert chunks > 10
     assert (
