@@ -127,7 +127,14 @@ def _ingest(args, settings: Settings) -> int:
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
     instance = cli_instance(settings.data_dir)
-    summaries = run_ingest(settings, instance, names, verbose=args.verbose, on_reclaimed=_say_reclaimed)
+    summaries = run_ingest(
+        settings,
+        instance,
+        names,
+        verbose=args.verbose,
+        on_reclaimed=_say_reclaimed,
+        on_removed=lambda removed: print(removed.describe(settings.sources_file)),
+    )
     columns = ["pages", "chunks", "embedded", "written", "deleted"]
     print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
     for summary in summaries:
