@@ -38,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     ingest.set_defaults(handler=_ingest)
 
+    ui = commands.add_parser(
+        "ui", help="open the Dagster UI (dagster dev) on the instance `rag-assets ingest` uses"
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    ui.add_argument("--port", "-p", type=int, default=3000, help="port to serve on (default 3000)")
+    ui.add_argument(
+        "--workspace", "-w", type=Path, help="workspace file (default: ./workspace.yaml, else the module's)"
+    )
+    ui.set_defaults(handler=_ui)
+
     search = commands.add_parser("search", help="embed a question and print the closest chunks")
     search.add_argument("query", nargs="?", help="the question")
     search.add_argument("--source", help="only hits from this source")
@@ -170,6 +180,13 @@ def _say_reclaimed(run) -> None:
     """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
     before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
     print(f"rag-assets: {run.describe()}", file=sys.stderr)
+
+
+def _ui(args, settings: Settings) -> int:
+    from rag_assets.ui import run_ui
+
+    run_ui(settings, host=args.host, port=args.port, workspace=args.workspace)
+    return 1  # only reached if the exec failed
 
 
 def _search(args, settings: Settings) -> int:
