@@ -66,6 +66,14 @@ def record(artifacts_dir: Path | str, source: str, fingerprint: str, counts: dic
     os.replace(partial, path)
 
 
+def stored_sources(artifacts_dir: Path | str) -> set[str]:
+    """Sources something is stored for on disk (a record or a raw_pages artefact): without a Dagster
+    import, the no-op path can tell whether a source taken out of the sources file still needs removing.
+    """
+    folders = (Path(artifacts_dir, STATE_FOLDER), Path(artifacts_dir, "raw_pages"))
+    return {p.name.split(".")[0] for folder in folders if folder.is_dir() for p in folder.iterdir()}
+
+
 def recorded(artifacts_dir: Path | str, source: str) -> dict | None:
     try:
         state = json.loads(state_path(artifacts_dir, source).read_text())

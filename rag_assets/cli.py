@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_ingest)
 
+    ui = commands.add_parser(
+        "ui", help="open the Dagster UI (dagster dev) on the instance `rag-assets ingest` uses"
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    ui.add_argument("--port", "-p", type=int, default=3000, help="port to serve on (default 3000)")
+    ui.add_argument(
+        "--workspace", "-w", type=Path, help="workspace file (default: ./workspace.yaml, else the module's)"
+    )
+    ui.set_defaults(handler=_ui)
+
     search = commands.add_parser("search", help="embed a question and print the closest chunks")
     search.add_argument("query", nargs="?", help="the question")
     search.add_argument("--source", help="only hits from this source")
@@ -121,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args, settings: Settings) -> int:
-    from rag_assets.change_detection import record_successes, skip_unchanged
+    from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
@@ -132,14 +142,28 @@ def _ingest(args, settings: Settings) -> int:
     skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force)
     for unchanged in skipped:  # rag_assets/change_detection.py: no run, no import of the pipeline
         print(unchanged.describe())
-    if not names:
+    listed = {s.name for s in sources}
+    if not names and not stored_sources(settings.artifacts_dir) - listed:
         print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
         return 0
     from rag_assets.ingest import run_ingest
     from rag_assets.instance import cli_instance
 
     instance = cli_instance(settings.data_dir)
-    summaries = run_ingest(settings, instance, names, verbose=args.verbose, on_reclaimed=_say_reclaimed)
+    if not names:  # only removals: a source taken out of the sources file still has stored data
+        from rag_assets.source_removal import remove_unlisted_sources
+
+        for removed in remove_unlisted_sources(settings, instance):
+            print(removed.describe(settings.sources_file))
+        return 0
+    summaries = run_ingest(
+        settings,
+        instance,
+        names,
+        verbose=args.verbose,
+        on_reclaimed=_say_reclaimed,
+        on_removed=lambda removed: print(removed.describe(settings.sources_file)),
+    )
     record_successes(settings, summaries, fingerprints)
     columns = ["pages", "chunks", "embedded", "written", "deleted"]
     print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
@@ -176,6 +200,13 @@ def _say_reclaimed(run) -> None:
     """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
     before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
     print(f"rag-assets: {run.describe()}", file=sys.stderr)
+
+
+def _ui(args, settings: Settings) -> int:
+    from rag_assets.ui import run_ui
+
+    run_ui(settings, host=args.host, port=args.port, workspace=args.workspace)
+    return 1  # only reached if the exec failed
 
 
 def _search(args, settings: Settings) -> int:

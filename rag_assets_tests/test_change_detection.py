@@ -66,6 +66,32 @@ def test_second_ingest_of_an_unchanged_folder_skips_it_then_an_edit_is_picked_up
 
 
 @pytest.mark.slow
+def test_a_source_taken_out_of_the_file_is_removed_even_when_the_others_are_unchanged(
+    env, workdir, docs_folder
+):
+    guide = workdir / "guide"
+    guide.mkdir()
+    (guide / "guide.md").write_text("# Guide\n\nHow to frobnicate a widget in three steps.\n")
+    notes = {"name": "notes", "kind": "local", "path": str(docs_folder)}
+    write_sources(workdir / "sources.yaml", [notes, {"name": "guide", "kind": "local", "path": str(guide)}])
+    assert rag_assets("ingest", env=env).returncode == 0
+    assert milvus_rows(Settings.from_env(), "guide")
+    notes_rows = milvus_rows(Settings.from_env(), "notes")
+
+    write_sources(workdir / "sources.yaml", [notes])
+    removal = rag_assets("ingest", env=env, python_flags=("-X", "importtime"))
+
+    assert removal.returncode == 0, removal.stderr
+    assert "notes: unchanged since the run of" in removal.stdout
+    assert "removed source 'guide'" in removal.stdout
+    assert "torch" not in imported(removal.stderr)
+    assert milvus_rows(Settings.from_env(), "guide") == {}
+    assert milvus_rows(Settings.from_env(), "notes") == notes_rows
+    again = rag_assets("ingest", env=env)
+    assert "removed" not in again.stdout and "nothing changed" in again.stdout
+
+
+@pytest.mark.slow
 def test_forced_run_of_an_unchanged_source_runs_dagster_without_importing_torch(env, workdir, docs_folder):
     write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     assert rag_assets("ingest", env=env).returncode == 0
