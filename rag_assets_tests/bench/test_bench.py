@@ -47,6 +47,8 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
             "--api-latency-ms",
             "5",
             "--fp32-reference",
+            "--precision",
+            "bf16",  # a reduced precision, so both paths (cast weights, autocast) are timed
             "--workdir",
             str(tmp_path / "work"),
             "--out",
@@ -64,6 +66,7 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert list(stages) == [
         "bare_encode",
         "bare_embed",
+        "bare_embed_autocast",
         "bare_encode_fp32",
         "cold",
         "warm",
@@ -94,11 +97,15 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert incremental["rows_deleted"] == 1 + 3  # its old version, and searching.md's three sections
     assert stages["naive"]["api_requests"] == 5  # one tree listing, then one request per page
     fp32 = stages["bare_encode_fp32"]
-    assert fp32["chunks_embedded"] == -(-chunks // 4) and fp32["cosine_vs_reduced_mean"] > 0.99
+    assert fp32["chunks_embedded"] == -(-chunks // 4)
+    assert (fp32["reduced_precision"], fp32["cosine_vs_other_path_precision"]) == ("bf16", "bf16-autocast")
+    assert fp32["cosine_vs_reduced_mean"] >= 0.999 and fp32["cosine_vs_other_path_mean"] >= 0.999
+    assert stages["bare_embed_autocast"]["tokens"] == stages["bare_embed"]["tokens"]
     assert report["ratios"]["cold_vs_fp32_bare_tokens_per_s"] > 0
     for name, (a, b) in {
         "cold/bare_encode": ("cold", "bare_encode"),
         "cold/bare_embed": ("cold", "bare_embed"),
+        "bare_embed_autocast/bare_embed": ("bare_embed_autocast", "bare_embed"),
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
