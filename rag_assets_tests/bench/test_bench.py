@@ -8,6 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 SAMPLE_DOCS = Path(__file__).parents[2] / "rag_assets" / "sample_docs"
 
 
@@ -115,3 +117,31 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert report["env"]["device"] == "cpu" and report["env"]["api_latency_ms"] == 5
     assert {"torch", "dagster", "pymilvus", "sentence-transformers"} <= set(report["env"]["versions"])
     assert "cold/bare_encode" in result.stdout and "incremental" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
+    """rag_assets/bench/gpu_check.sh with DEVICE=cpu on two tiny snapshots: every figure it promises."""
+    pages = {f"docs/{p.stem}.txt": p.read_text() for p in SAMPLE_DOCS.glob("*.md")}
+    updated = {**pages, "docs/sources.txt": pages["docs/sources.txt"] + "\nOne more paragraph.\n"}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["bash", str(SAMPLE_DOCS.parents[1] / "rag_assets" / "bench" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "DEVICE": "cpu",
+            "CORPUS": str(snapshot(tmp_path / "old.tar.gz", pages)),
+            "UPDATE": str(snapshot(tmp_path / "new.tar.gz", updated)),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = (out / "summary.txt").read_text()
+    for figure in ("bare_encode", "cold", "warm", "incremental", "naive", "embedding step:", "peak"):
+        assert figure in summary, figure
+    share = float(summary.split("embedding step: ")[1].split("(")[1].split("%")[0])
+    assert 0 < share < 100
+    assert json.loads((out / "bench.json").read_text())["stages"]["cold"]["chunks_embedded"] > 0
