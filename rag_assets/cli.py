@@ -96,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     chunkers.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     chunkers.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    chunkers.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    chunkers.add_argument(
+        "--precision",
+        default="auto",
+        help="fp32, bf16, fp16 (weights cast), bf16-autocast, fp16-autocast or auto (default)",
+    )
     chunkers.add_argument("--out", type=Path, help="write the report as JSON here")
     chunkers.set_defaults(handler=_eval_chunkers)
 
@@ -114,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         "--api-latency-ms", type=float, default=0.0, help="added to every loopback API request"
     )
     bench.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    bench.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    bench.add_argument(
+        "--precision",
+        default="auto",
+        help="fp32, bf16, fp16 (weights cast), bf16-autocast, fp16-autocast or auto (default)",
+    )
     bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     bench.add_argument(
         "--stages",
