@@ -9,6 +9,7 @@ import pandas as pd
 
 from rag_assets.core.chunking import CHUNK_COLUMNS, PageToChunk, chunk_pages
 from rag_assets.core.diffing import diff_chunks
+from rag_assets.core.progress import Reporter
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
@@ -42,11 +43,12 @@ def chunks(
     is logged and recorded as `limit_hit`.
     """
     fingerprint = embedder.chunking_fingerprint()
+    progress = Reporter("chunks", "pages", sum(len(p) for p in raw_pages.values()), log=context.log.info)
     frames = {}
     for key, pages in raw_pages.items():
         started = time.perf_counter()
         previous = parquet_io_manager.load_previous(context.asset_key, key)
-        frame, rechunked = chunk_source(key, pages, previous, embedder, fingerprint)
+        frame, rechunked = chunk_source(key, pages, previous, embedder, fingerprint, progress)
         frame, limit_hit = cap_chunks(frame, sources.get(key).limits.max_chunks)
         if limit_hit:
             context.log.warning(f"source {key!r}: {limit_hit}")
@@ -66,6 +68,7 @@ def chunks(
             },
             partition_key=key,
         )
+    progress.finish()
     return frames
 
 
@@ -75,6 +78,7 @@ def chunk_source(
     previous: pd.DataFrame | None,
     embedder: EmbedderResource,
     fingerprint: str,
+    progress: Reporter | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """The source's chunk frame, in page order, and how many pages had to be chunked afresh."""
     if previous is not None and "chunker" in previous and len(previous):
@@ -86,6 +90,8 @@ def chunk_source(
     else:
         kept = pd.DataFrame(columns=[*CHUNK_COLUMNS, "chunker"])
     todo = pages[~pages["path"].isin(set(kept["path"]))]
+    if progress:
+        progress.advance(len(pages) - len(todo), reused=True)
     results = chunk_pages(
         source,
         [PageToChunk(p.path, p.text, p.format) for p in todo.itertuples(index=False)],
@@ -93,6 +99,7 @@ def chunk_source(
         max_tokens=embedder.chunk_token_limit,
         overlap_tokens=embedder.chunk_overlap_tokens,
         workers=os.cpu_count() or 1,
+        on_page=progress.advance if progress else None,
     )
     fresh = [
         {

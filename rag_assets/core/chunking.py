@@ -6,6 +6,7 @@ that fits (paragraphs, then sentences, then words), counting with the embedding 
 
 import multiprocessing
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -133,21 +134,30 @@ def chunk_pages(
     max_tokens: int,
     overlap_tokens: int = 0,
     workers: int = 1,
+    on_page: Callable[[], None] | None = None,
 ) -> list[list[Chunk]]:
     """The chunks of each page, in page order, split over `workers` processes when there are many pages.
 
     This is where the "many CPU workers" of the design live: parsing and tokenizing are CPU-bound
     Python, so processes (not threads) share the work; each worker loads the tokenizer once.
+    `on_page` is called as each page's chunks arrive (progress).
     """
+    tell = on_page or (lambda: None)
     args = (str(model_dir), max_tokens, overlap_tokens)
     if workers <= 1 or len(pages) < PARALLEL_MIN_PAGES:
         _init_worker(*args)
-        return [_chunk_one(source, page) for page in pages]
+        return [_told(_chunk_one(source, page), tell) for page in pages]
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=args) as pool:
-        return list(
-            pool.map(_chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8)))
+        results = pool.map(
+            _chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8))
         )
+        return [_told(result, tell) for result in results]
+
+
+def _told(result, tell: Callable[[], None]):
+    tell()
+    return result
 
 
 _WORKER_CHUNKER: Chunker | None = None
@@ -158,5 +168,12 @@ def _init_worker(model_dir: str, max_tokens: int, overlap_tokens: int) -> None:
     _WORKER_CHUNKER = Chunker(load_tokenizer(Path(model_dir)), max_tokens, overlap_tokens)
 
 
+class ChunkingError(RuntimeError):
+    """A page could not be chunked; the message names the page."""
+
+
 def _chunk_one(source: str, page: PageToChunk) -> list[Chunk]:
-    return _WORKER_CHUNKER.split_page(source, page.path, page.text, page.format)
+    try:
+        return _WORKER_CHUNKER.split_page(source, page.path, page.text, page.format)
+    except Exception as error:
+        raise ChunkingError(f"page {page.path!r}: {type(error).__name__}: {error}") from error

@@ -9,6 +9,7 @@ import ctypes
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -113,8 +114,9 @@ class Embedder:
         limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
         return Chunker(self.tokenizer, limit, overlap_tokens)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, in input order."""
+    def embed(self, texts: list[str], on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, in input order. `on_batch(texts, tokens)` is
+        called after each forward batch (progress)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         started = time.perf_counter()
@@ -132,6 +134,8 @@ class Embedder:
                 if number + 1 < len(batches):
                     pending = tokenizing.submit(self._features, [texts[i] for i in batches[number + 1]])
                 vectors[batch] = self._forward_with_halving(batch, texts, features)
+                if on_batch:
+                    on_batch(len(batch), sum(lengths[i] for i in batch))
                 if number % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
                     release_free_heap()
         release_free_heap()
