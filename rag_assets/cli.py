@@ -5,12 +5,18 @@ import json
 import sys
 from pathlib import Path
 
-from rag_assets.settings import Settings, milvus_token
+from rag_assets.settings import Settings, SettingsError, milvus_token
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:  # before anything heavy is imported: a setting that cannot work fails at once
+        settings = Settings.from_env()
+    except SettingsError as error:
+        for line in str(error).splitlines():
+            print(f"rag-assets: error: {line}", file=sys.stderr)
+        return 2
     from rag_assets.core.model_files import ModelNotFoundError
     from rag_assets.resources.milvus import MilvusUnavailable
     from rag_assets.sources import SourcesFileError
@@ -18,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
     # line says which and what to do). Exit 1: a run failed (rag_assets/ingest.py).
     try:
-        return args.handler(args, Settings.from_env())
+        return args.handler(args, settings)
     except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
         print(f"rag-assets: error: {error}", file=sys.stderr)
         return 2

@@ -65,33 +65,46 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """The settings from `env` (default: the process environment). Every variable is checked; all
+        that cannot work are reported together, one line each, in one SettingsError."""
         env = dict(os.environ if env is None else env)
-        data_dir = _path("RAG_DATA_DIR", env.get("RAG_DATA_DIR") or DEFAULT_DATA_DIR)
-        if data_dir.exists() and not data_dir.is_dir():
-            raise SettingsError(
-                f"RAG_DATA_DIR={str(data_dir)!r}: is a file; expected a folder (made if missing)"
-            )
-        _check_dagster_home(env.get("DAGSTER_HOME"))
+        problems: list[str] = []
+
+        def take(parse, *args, **kwargs):
+            try:
+                return parse(*args, **kwargs)
+            except SettingsError as error:
+                problems.append(str(error))
+                return None
+
+        data_dir = take(_data_dir, env.get("RAG_DATA_DIR") or DEFAULT_DATA_DIR)
+        take(_check_dagster_home, env.get("DAGSTER_HOME"))
         for name in ("DAGSTER_CELERY_BROKER_URL", "DAGSTER_CELERY_BACKEND_URL"):
-            _check_celery_url(name, env.get(name))
-        return cls(
-            data_dir=data_dir,
-            sources_file=_path("RAG_SOURCES_FILE", env.get("RAG_SOURCES_FILE") or DEFAULT_SOURCES_FILE),
-            milvus_uri=parse_milvus_uri(env.get("MILVUS_URI"), data_dir),
-            milvus_token_env=MILVUS_TOKEN_ENV,
-            collection=_collection(env.get("MILVUS_COLLECTION") or DEFAULT_COLLECTION),
-            embedding_model=env.get("EMBEDDING_MODEL") or DEFAULT_MODEL,
-            embedding_device=_device(env.get("EMBEDDING_DEVICE") or "auto"),
-            embedding_precision=_choice("EMBEDDING_PRECISION", env.get("EMBEDDING_PRECISION"), PRECISIONS),
-            poll_interval_seconds=_number(
+            take(_check_celery_url, name, env.get(name))
+        values = {
+            "data_dir": data_dir,
+            "sources_file": take(
+                _path, "RAG_SOURCES_FILE", env.get("RAG_SOURCES_FILE") or DEFAULT_SOURCES_FILE
+            ),
+            "milvus_uri": take(parse_milvus_uri, env.get("MILVUS_URI"), data_dir or Path(DEFAULT_DATA_DIR)),
+            "milvus_token_env": MILVUS_TOKEN_ENV,
+            "collection": take(_collection, env.get("MILVUS_COLLECTION") or DEFAULT_COLLECTION),
+            "embedding_model": env.get("EMBEDDING_MODEL") or DEFAULT_MODEL,
+            "embedding_device": take(_device, env.get("EMBEDDING_DEVICE") or "auto"),
+            "embedding_precision": take(
+                _choice, "EMBEDDING_PRECISION", env.get("EMBEDDING_PRECISION"), PRECISIONS
+            ),
+            "poll_interval_seconds": take(
+                _number,
                 "RAG_POLL_INTERVAL_SECONDS",
                 env.get("RAG_POLL_INTERVAL_SECONDS"),
                 DEFAULT_POLL_INTERVAL_SECONDS,
                 kind=int,
                 minimum=1,
             ),
-            eval_k=_number("RAG_EVAL_K", env.get("RAG_EVAL_K"), DEFAULT_EVAL_K, kind=int, minimum=1),
-            min_recall=_number(
+            "eval_k": take(_number, "RAG_EVAL_K", env.get("RAG_EVAL_K"), DEFAULT_EVAL_K, kind=int, minimum=1),
+            "min_recall": take(
+                _number,
                 "RAG_MIN_RECALL",
                 env.get("RAG_MIN_RECALL"),
                 DEFAULT_MIN_RECALL,
@@ -99,29 +112,35 @@ class Settings:
                 minimum=0,
                 maximum=1,
             ),
-            eval_blocking=_flag("RAG_EVAL_BLOCKING", env.get("RAG_EVAL_BLOCKING", ""), default=True),
-            retry_attempts=_number(
+            "eval_blocking": take(_flag, "RAG_EVAL_BLOCKING", env.get("RAG_EVAL_BLOCKING", ""), default=True),
+            "retry_attempts": take(
+                _number,
                 "RAG_RETRY_ATTEMPTS",
                 env.get("RAG_RETRY_ATTEMPTS"),
                 DEFAULT_RETRY_ATTEMPTS,
                 kind=int,
                 minimum=1,
             ),
-            retry_base_seconds=_number(
+            "retry_base_seconds": take(
+                _number,
                 "RAG_RETRY_BASE_SECONDS",
                 env.get("RAG_RETRY_BASE_SECONDS"),
                 DEFAULT_RETRY_BASE_SECONDS,
                 kind=float,
                 minimum=0,
             ),
-            retry_max_wait_seconds=_number(
+            "retry_max_wait_seconds": take(
+                _number,
                 "RAG_RETRY_MAX_WAIT_SECONDS",
                 env.get("RAG_RETRY_MAX_WAIT_SECONDS"),
                 DEFAULT_RETRY_MAX_WAIT_SECONDS,
                 kind=float,
                 minimum=0,
             ),
-        )
+        }
+        if problems:
+            raise SettingsError("\n".join(problems))
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_recall <= 1.0:
@@ -247,6 +266,13 @@ def check_device(device: str) -> None:
     if index >= count:
         have = f"this machine has {count} CUDA device(s)" if count else "this machine has no CUDA device"
         raise SettingsError(f"EMBEDDING_DEVICE={device!r}: {have}; use cpu or auto")
+
+
+def _data_dir(raw: str) -> Path:
+    data_dir = _path("RAG_DATA_DIR", raw)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise SettingsError(f"RAG_DATA_DIR={raw!r}: is a file; expected a folder (made if missing)")
+    return data_dir
 
 
 def _path(name: str, raw: str) -> Path:
