@@ -1,6 +1,7 @@
 """The CLI's live view of its runs' steps (rag_assets/core/progress.py): rich progress bars on a
 terminal, a plain line every few seconds otherwise (a log file, CI, a pipe)."""
 
+import os
 import sys
 import time
 
@@ -14,7 +15,10 @@ class ProgressDisplay:
     """Shows every step reporting progress in this process while the `with` block runs."""
 
     def __init__(self, stream=None, *, live: bool | None = None, every: float = PLAIN_EVERY_SECONDS):
-        self.stream = stream or sys.stderr
+        # Dagster points file descriptors 1 and 2 at its compute log files while a step runs: the
+        # display writes to its own copy of stderr's descriptor, made now, which stays on the terminal.
+        self._own = stream is None
+        self.stream = stream or _own_stderr()
         self.live = self.stream.isatty() if live is None else live
         self.every = every
         self._tasks: dict[int, int] = {}
@@ -42,6 +46,8 @@ class ProgressDisplay:
         self._listening.__exit__(*exc)
         if self._bars is not None:
             self._bars.stop()
+        if self._own and self.stream is not sys.stderr:
+            self.stream.close()
 
     def update(self, progress: StepProgress) -> None:
         now, key = time.monotonic(), id(progress)
@@ -63,3 +69,10 @@ class ProgressDisplay:
 
     def _interval(self, key: int) -> float:
         return LIVE_EVERY_SECONDS if self._bars is not None else self.every
+
+
+def _own_stderr():
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured in-process)
+        return sys.stderr
