@@ -16,6 +16,7 @@ import yaml
 
 from rag_assets.instance import INSTANCE_CONFIG
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.settings import DEFAULT_MODEL
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.conftest import SAMPLE_DOCS
 
@@ -275,3 +276,26 @@ def test_a_search_while_another_process_holds_the_lite_file_is_one_line(project)
         "Dagster run); Lite admits one process per file: try again when it is done, or use a Milvus "
         "server (MILVUS_URI=http://host:19530) for concurrent readers"
     )
+
+
+def test_ingest_refuses_before_any_work_a_collection_of_this_model_with_another_dimension(project):
+    from rag_assets.resources.milvus import MilvusResource
+
+    write_local_sources(project / "sources.yaml")
+    lite = project / ".rag_assets" / "milvus.db"
+    name = MilvusResource(uri=str(lite), collection="rag_chunks", model=DEFAULT_MODEL).model_collection
+    store = MilvusStore(str(lite), name)
+    try:
+        store.ensure_collection(8)  # made by something else, for 8-dimensional vectors
+    finally:
+        store.close()
+
+    result = rag_assets("ingest", cwd=project)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"rag-assets: error: Milvus collection {name!r} holds 8-dimensional vectors but "
+        f"EMBEDDING_MODEL={DEFAULT_MODEL!r} gives 384: set MILVUS_COLLECTION to a new name, or drop that "
+        "collection"
+    )
+    assert not (project / ".rag_assets" / "dagster_home").exists()
