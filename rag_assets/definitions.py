@@ -1,7 +1,5 @@
 """The composition root: assets, resources, IO managers, jobs and sensors, bound to the settings."""
 
-import os
-
 import dagster as dg
 
 from rag_assets.assets import INGESTION_GROUP, ingestion_assets
@@ -9,7 +7,6 @@ from rag_assets.assets.freshness import FRESHNESS_CHECK_JOB, sources_are_fresh
 from rag_assets.assets.retrieval_eval import eval_queries, retrieval_eval
 from rag_assets.assets.serving_collection import serving_collection
 from rag_assets.checks import ingestion_checks
-from rag_assets.core.retry import RetryPolicy
 from rag_assets.executors import celery_executor_from_env, executor_for, k8s_executor
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
@@ -39,11 +36,10 @@ def build_resources(settings: Settings) -> dict:
         model=settings.embedding_model,
         token_env=settings.milvus_token_env,
     )
-    retry = RetryPolicy.from_env(dict(os.environ))  # RAG_RETRY_*: one policy for every fetcher
-    retry_config = {
-        "retry_attempts": retry.attempts,
-        "retry_base_seconds": retry.base_seconds,
-        "retry_max_wait_seconds": retry.max_wait_seconds,
+    retry_config = {  # RAG_RETRY_*: one policy for every fetcher
+        "retry_attempts": settings.retry_attempts,
+        "retry_base_seconds": settings.retry_base_seconds,
+        "retry_max_wait_seconds": settings.retry_max_wait_seconds,
     }
     return {
         "sources": SourcesResource(path=str(settings.sources_file)),

@@ -12,6 +12,7 @@ from rag_assets.core.fitting import fit_identifier
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.local_folder import iter_folder_pages
 from rag_assets.core.pages import PAGE_COLUMNS, NoPagesError, PageStats
+from rag_assets.core.progress import Reporter
 from rag_assets.core.sections import detect_format
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
@@ -57,13 +58,14 @@ def raw_pages(
     of the run failed, this step fails with the error.
     """
     frames, failed = {}, {}
+    progress = Reporter("raw_pages", "pages fetched", log=context.log.info)
     for key in context.partition_keys:
         started = time.perf_counter()
         forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         try:
             source = sources.get(key)
-            frame, stats, version, extra = fetch_pages(source, github, previous, web)
+            frame, stats, version, extra = fetch_pages(source, github, previous, web, progress)
             check_not_empty(source, frame, stats)
         except Exception as error:  # one source's failure is its own: the others of the run go on
             failed[key] = error
@@ -91,6 +93,7 @@ def raw_pages(
         )
     if failed and len(failed) == len(frames):  # nothing left to write: the step fails as the source did
         raise next(iter(failed.values()))
+    progress.finish()
     return frames
 
 
@@ -106,7 +109,11 @@ def log_notes(context: dg.AssetExecutionContext, key: str, stats: PageStats) -> 
 
 
 def fetch_pages(
-    source, github: GitHubResource, previous: pd.DataFrame | None, web: WebResource | None = None
+    source,
+    github: GitHubResource,
+    previous: pd.DataFrame | None,
+    web: WebResource | None = None,
+    progress: Reporter | None = None,
 ) -> tuple[pd.DataFrame, PageStats, str, dict]:
     """All pages of one source as a frame, the counts of what was skipped, the version read, and extra
     metadata."""
@@ -119,26 +126,34 @@ def fetch_pages(
             commit, extra = info.sha, {"source_time": dg.MetadataValue.timestamp(info.committed_at)}
             version = f"{definition}:{commit}"
             if previous is not None and (previous["version"] == version).all() and len(previous):
+                if progress:
+                    progress.advance(len(previous), reused=True)
                 return previous, stats, version, extra
-            pages = list(github.iter_pages(source, commit, client, stats))
+            pages = list(_counted(github.iter_pages(source, commit, client, stats), progress))
         page_commit = {p.path: commit for p in pages}
     elif isinstance(source, LocalSource):
         limits = source.limits.read_limits()
         pages = list(
-            iter_folder_pages(
-                source.path,
-                include=source.include,
-                exclude=source.exclude,
-                stats=stats,
-                max_file_bytes=limits.max_file_bytes,
-                max_pages=limits.max_pages,
-                max_total_bytes=limits.max_total_bytes,
+            _counted(
+                iter_folder_pages(
+                    source.path,
+                    include=source.include,
+                    exclude=source.exclude,
+                    stats=stats,
+                    max_file_bytes=limits.max_file_bytes,
+                    max_pages=limits.max_pages,
+                    max_total_bytes=limits.max_total_bytes,
+                ),
+                progress,
             )
         )
         page_commit = {p.path: _mtime(source, p.path) for p in pages}
         version, extra = f"{definition}:local", {"source_time": dg.MetadataValue.timestamp(fetched_at)}
     elif isinstance(source, WebSource):
-        return _web_pages(source, web, definition)
+        frame, stats, version, extra = _web_pages(source, web, definition)
+        if progress:
+            progress.advance(len(frame))
+        return frame, stats, version, extra
     else:  # pragma: no cover - the sources file admits no other kind
         raise TypeError(f"unsupported source kind {source.kind!r}")
     rows = [
@@ -168,6 +183,14 @@ def page_frame(rows: list[dict], stats: PageStats) -> pd.DataFrame:
         stats.skip("duplicate_skipped", path, "offered more than once, the first one kept")
     stats.pages -= int(repeated.sum())
     return frame[~repeated].reset_index(drop=True)
+
+
+def _counted(pages, progress: Reporter | None):
+    """The pages as they come, each counted as fetched."""
+    for page in pages:
+        if progress:
+            progress.advance()
+        yield page
 
 
 def check_not_empty(source, frame: pd.DataFrame, stats: PageStats) -> None:

@@ -76,10 +76,18 @@ def postgres_home(env, postgres_database, monkeypatch, workdir) -> Path:
 
 @pytest.fixture
 def fast_retries(monkeypatch) -> int:
-    """The retry policy of every fetcher, with waits of milliseconds (RAG_RETRY_*, read by definitions.py)."""
+    """The retry policy of every fetcher, with waits of milliseconds (RAG_RETRY_*, read by Settings)."""
     monkeypatch.setenv("RAG_RETRY_ATTEMPTS", str(RETRY_ATTEMPTS))
     monkeypatch.setenv("RAG_RETRY_BASE_SECONDS", "0.01")
     return RETRY_ATTEMPTS
+
+
+@pytest.fixture
+def settings(env, fast_retries):
+    """The settings, read after the retry variables are set (Settings reads RAG_RETRY_* once)."""
+    from rag_assets.settings import Settings
+
+    return Settings.from_env()
 
 
 @pytest.fixture

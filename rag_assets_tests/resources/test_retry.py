@@ -9,6 +9,7 @@ import pytest
 
 from rag_assets.core.retry import RateLimitedError, RetryPolicy
 from rag_assets.ingest import IngestFailed, run_ingest
+from rag_assets.settings import Settings
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.conftest import milvus_rows, write_sources
 
@@ -25,6 +26,12 @@ def github(monkeypatch):
         server.required_token = TOKEN
         server.add_repo("acme/frob", FILES)
         yield server
+
+
+@pytest.fixture
+def settings(env, github) -> Settings:
+    """Read after `github` set RAG_RETRY_* (Settings reads the environment once)."""
+    return Settings.from_env()
 
 
 def configure(settings, github):
