@@ -1,4 +1,5 @@
-"""Shared fixtures: a data dir, a sources file, settings and a real Dagster instance per test."""
+"""Shared fixtures: a data dir, a sources file, settings and a real Dagster instance per test, the
+loopback GitHub server. Plain helper functions are in rag_assets_tests/helpers.py."""
 
 import os
 import shutil
@@ -9,10 +10,11 @@ import pytest
 import yaml
 
 from rag_assets.instance import INSTANCE_CONFIG
-from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
+from rag_assets.testing.github_server import FakeGitHub
 
-SAMPLE_DOCS = Path(__file__).parents[1] / "rag_assets" / "sample_docs"
+# Re-exported for tests that still import them from here; new code imports rag_assets_tests.helpers.
+from rag_assets_tests.helpers import SAMPLE_DOCS, milvus_rows, write_sources  # noqa: F401
 
 
 @pytest.fixture
@@ -49,11 +51,6 @@ def instance(env):
         yield instance
 
 
-def write_sources(path: Path, sources: list[dict]) -> Path:
-    path.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))
-    return path
-
-
 @pytest.fixture
 def docs_folder(workdir: Path) -> Path:
     """A copy of the bundled sample docs that a test may edit."""
@@ -62,14 +59,11 @@ def docs_folder(workdir: Path) -> Path:
     return folder
 
 
-def milvus_rows(settings: Settings, source: str) -> dict[str, dict]:
-    """Every row Milvus holds for a source, by id (opened and closed here: Milvus Lite is one process)."""
-    store = MilvusStore(settings.milvus_uri, settings.collection)
-    try:
-        fields = ("id", "source", "path", "heading", "text", "content_hash", "commit", "url", "model")
-        return {r["id"]: r for r in store.source_rows(source, fields)}
-    finally:
-        store.close()
+@pytest.fixture
+def github():
+    """A GitHub API on 127.0.0.1 with no repositories yet (rag_assets/testing/github_server.py)."""
+    with FakeGitHub() as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)

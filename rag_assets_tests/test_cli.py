@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 
 
 def rag_assets(*args: str, env: dict) -> subprocess.CompletedProcess:

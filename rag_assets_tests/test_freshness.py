@@ -11,14 +11,7 @@ from rag_assets.core.freshness import SourceFreshness
 from rag_assets.definitions import INGEST_JOB, build_definitions
 from rag_assets.ingest import QUIET_RUN_CONFIG, run_ingest
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import write_sources
-
-
-def latest_metadata(instance, asset: str, partition: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+from rag_assets_tests.helpers import latest_metadata, write_sources
 
 
 def test_staleness_is_the_write_lag_or_how_long_failing_runs_kept_a_change_waiting():

@@ -2,28 +2,16 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import dagster as dg
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 
-from rag_assets.core.model_files import resolve_model_dir
 from rag_assets.ingest import run_ingest
 from rag_assets.resources.embedder import Embedder
 from rag_assets.resources.milvus import MilvusStore
-from rag_assets_tests.conftest import milvus_rows, write_sources
-
-
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
-    [record] = instance.fetch_materializations(
-        records_filter=dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
-        limit=1,
-    ).records
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+from rag_assets_tests.helpers import latest_metadata, milvus_rows, perturbed_copy_of_minilm, write_sources
 
 
 @pytest.fixture
@@ -110,16 +98,6 @@ def test_switching_the_model_never_reuses_the_other_models_vectors(
         store.close()
     [expected] = other.embed([f"{row['heading']}\n\n{row['text']}"])
     assert np.allclose(row["vector"], expected, atol=2e-2)
-
-
-def perturbed_copy_of_minilm(folder):
-    """A second, genuinely different model: MiniLM with one weight matrix nudged."""
-    shutil.copytree(resolve_model_dir("all-MiniLM-L6-v2"), folder)
-    weights = load_file(folder / "model.safetensors")
-    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
-    weights[name] = weights[name] * 1.5
-    save_file(weights, folder / "model.safetensors")
-    return folder
 
 
 def search(query: str) -> list[dict]:

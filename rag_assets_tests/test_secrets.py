@@ -15,7 +15,7 @@ from dagster._serdes import serialize_value
 from rag_assets.definitions import build_resources
 from rag_assets.sources import SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.sensors.helpers import cursor_of, skip_message, tick
 
 GITHUB_TOKEN = "ghp_SecretTestToken0123456789abcdefABCDEFxyz"
@@ -24,10 +24,10 @@ FILES = {"docs/index.md": "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        server.required_token = GITHUB_TOKEN
-        yield server
+def github(github):
+    """The loopback GitHub server, refusing any request without the token."""
+    github.required_token = GITHUB_TOKEN
+    return github
 
 
 def github_source(github: FakeGitHub) -> dict:

@@ -1,25 +1,7 @@
 """End to end on a local folder: the four assets materialize and Milvus holds exactly the chunks."""
 
-from pathlib import Path
-
-from rag_assets.core.chunking import Chunker
-from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
-from rag_assets.core.sections import detect_format
 from rag_assets.ingest import run_ingest
-from rag_assets_tests.conftest import milvus_rows, write_sources
-
-
-def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]]:
-    """What the chunker makes of every Markdown file of a folder: id -> (path, heading, text)."""
-    model_dir = resolve_model_dir("all-MiniLM-L6-v2")
-    chunker = Chunker(load_tokenizer(model_dir), max_seq_length(model_dir))
-    expected = {}
-    for path in sorted(folder.rglob("*.md")):
-        relative = path.relative_to(folder).as_posix()
-        text = path.read_text()
-        for chunk in chunker.split_page(source, relative, text, detect_format(relative, text)):
-            expected[chunk.id] = (relative, chunk.heading, chunk.text)
-    return expected
+from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 
 
 def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, docs_folder):

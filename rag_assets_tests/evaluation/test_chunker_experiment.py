@@ -9,7 +9,7 @@ import tarfile
 from rag_assets.bench.chunkers import ArmChunks, fixed_arm, relevant_chunks, section_bodies, title_queries
 from rag_assets.core.chunking import PageToChunk
 from rag_assets.core.evaluation import Span
-from rag_assets_tests.conftest import SAMPLE_DOCS
+from rag_assets_tests.helpers import SAMPLE_DOCS
 
 PAGE = PageToChunk(
     "guide.md",

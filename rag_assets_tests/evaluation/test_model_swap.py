@@ -17,10 +17,13 @@ from rag_assets.resources.embedder import Embedder
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import milvus_rows, write_sources
-from rag_assets_tests.evaluation.helpers import collections, latest_metadata, model_collection, serving
-from rag_assets_tests.evaluation.test_retrieval_eval import misleading_queries
-from rag_assets_tests.test_incremental import perturbed_copy_of_minilm
+from rag_assets_tests.evaluation.helpers import (
+    collections,
+    misleading_queries,
+    model_collection,
+    serving,
+)
+from rag_assets_tests.helpers import latest_metadata, milvus_rows, perturbed_copy_of_minilm, write_sources
 
 QUESTION = "which variable points at the Milvus server?"
 

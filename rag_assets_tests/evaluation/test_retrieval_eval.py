@@ -9,8 +9,13 @@ import pytest
 from rag_assets.assets.retrieval_eval import RECALL_CHECK
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import write_sources
-from rag_assets_tests.evaluation.helpers import latest_check, latest_metadata, model_collection, serving
+from rag_assets_tests.evaluation.helpers import (
+    latest_check,
+    misleading_queries,
+    model_collection,
+    serving,
+)
+from rag_assets_tests.helpers import latest_metadata, write_sources
 
 SAMPLE_TITLES = 18  # distinct section titles of the sample docs (one per chunk)
 
@@ -53,15 +58,6 @@ def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_sourc
     assert (
         latest_metadata(instance, "eval_queries", "notes")["queries_embedded"] == 0
     )  # vectors of unchanged queries are kept
-
-
-def misleading_queries(settings: Settings) -> None:
-    """A question whose only 'relevant' chunk is one that does not answer it: recall@1 < 1 for sure."""
-    folder = settings.queries_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notes.jsonl").write_text(
-        json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["Scores"]}) + "\n"
-    )
 
 
 def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_warns_otherwise(

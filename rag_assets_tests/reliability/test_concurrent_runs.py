@@ -7,7 +7,7 @@ test_postgres_instance.py::test_gpu_pool_admits_one_embedding_step_across_proces
 """
 
 from rag_assets.ingest import register_partitions
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import step_window, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,
     expected_rows,
@@ -15,7 +15,6 @@ from rag_assets_tests.reliability.helpers import (
     folder_pages,
     slot_holders,
     start_ingest,
-    step_window,
     stop_group,
 )
 

@@ -20,7 +20,7 @@ from dagster._core.utils import make_new_run_id
 from rag_assets.ingest import run_ingest
 from rag_assets.instance import ensure_pools
 from rag_assets.reclaim import HOST_TAG, PID_STARTED_TAG, PID_TAG, process_tags, reclaim_dead_runs
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,
     expected_rows,
@@ -30,7 +30,6 @@ from rag_assets_tests.reliability.helpers import (
     stop_group,
     wait_for_step_start,
 )
-from rag_assets_tests.test_pools import write_distinct_docs
 
 
 def dead_process_tags() -> dict[str, str]:

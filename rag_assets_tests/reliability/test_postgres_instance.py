@@ -10,18 +10,17 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from rag_assets.ingest import run_ingest
 from rag_assets.instance import ensure_pools
-from rag_assets_tests.conftest import write_sources
-from rag_assets_tests.reliability.conftest import DOCKER_INSTANCE, REPO
+from rag_assets_tests.helpers import step_window, write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
+    DOCKER_INSTANCE,
+    REPO,
     collection_rows,
     expected_rows,
     finish,
     folder_pages,
     start_ingest,
-    step_window,
     stop_group,
 )
-from rag_assets_tests.test_pools import write_distinct_docs
 
 
 def commented_production_block() -> dict:

@@ -23,8 +23,7 @@ from rag_assets.definitions import INGEST_CELERY_JOB, defs
 from rag_assets.executors import CELERY_BACKEND_ENV, CELERY_BROKER_ENV, CPU_QUEUE, GPU_QUEUE
 from rag_assets.instance import ensure_pools
 from rag_assets.partitions import source_partitions
-from rag_assets_tests.assets.test_ingestion_local import expected_chunks
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 from rag_assets_tests.scale_out.celery_workers import (
     DEFAULT_REDIS_URL,
     ROOT,

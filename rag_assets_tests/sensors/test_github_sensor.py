@@ -5,10 +5,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
-import pytest
-
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
     apply_partition_requests,
     cursor_of,
@@ -20,12 +18,6 @@ from rag_assets_tests.sensors.helpers import (
 
 TOKEN = "ghp_sensorTestToken0123456789abcdefABCDEF"
 PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun it twice.\n"
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        yield server
 
 
 def github_source(github: FakeGitHub, name: str, repo: str) -> dict:

@@ -6,7 +6,7 @@ from markdown_it import MarkdownIt
 
 from rag_assets.assets.chunks import PREVIEW_CHARS, chunk_preview
 from rag_assets.ingest import run_ingest
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import latest_materialization, write_sources
 
 
 def chunk_frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -56,10 +56,7 @@ def test_a_chunks_partition_carries_its_preview_counts_and_token_numbers(setting
 
     run_ingest(settings, instance, ["notes"])
 
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("chunks"), asset_partitions=["notes"]), limit=1
-    ).records
-    metadata = record.asset_materialization.metadata
+    metadata = latest_materialization(instance, "chunks", "notes").metadata
     assert isinstance(metadata["preview"], dg.MarkdownMetadataValue)
     assert "Architecture › The asset graph" in metadata["preview"].value
     assert 0 < metadata["tokens_max"].value <= metadata["token_limit"].value

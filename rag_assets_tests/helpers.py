@@ -1,0 +1,116 @@
+"""Helpers the tests share: writing inputs (sources files, docs, models) and reading back what a run did.
+
+Fixtures live in the conftest files; plain functions live here, so no test module imports another.
+"""
+
+import random
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from rag_assets.resources.milvus import MilvusStore
+from rag_assets.settings import Settings
+
+SAMPLE_DOCS = Path(__file__).parents[1] / "rag_assets" / "sample_docs"
+MINILM = "all-MiniLM-L6-v2"
+
+
+def write_sources(path: Path, sources: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))
+    return path
+
+
+def milvus_rows(settings: Settings, source: str) -> dict[str, dict]:
+    """Every row Milvus holds for a source, by id (opened and closed here: Milvus Lite is one process)."""
+    store = MilvusStore(settings.milvus_uri, settings.collection)
+    try:
+        fields = ("id", "source", "path", "heading", "text", "content_hash", "commit", "url", "model")
+        return {r["id"]: r for r in store.source_rows(source, fields)}
+    finally:
+        store.close()
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, asset: str, partition: str
+) -> dg.AssetMaterialization:
+    """The newest materialization of one partition of an asset."""
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return record.asset_materialization
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+    """The metadata of that materialization, as plain values."""
+    metadata = latest_materialization(instance, asset, partition).metadata
+    return {key: value.value for key, value in metadata.items()}
+
+
+def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]]:
+    """What the chunker makes of every Markdown file of a folder: id -> (path, heading, text)."""
+    from rag_assets.core.chunking import Chunker
+    from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
+    from rag_assets.core.sections import detect_format
+
+    model_dir = resolve_model_dir(MINILM)
+    chunker = Chunker(load_tokenizer(model_dir), max_seq_length(model_dir))
+    expected = {}
+    for path in sorted(folder.rglob("*.md")):
+        relative = path.relative_to(folder).as_posix()
+        text = path.read_text()
+        for chunk in chunker.split_page(source, relative, text, detect_format(relative, text)):
+            expected[chunk.id] = (relative, chunk.heading, chunk.text)
+    return expected
+
+
+def perturbed_copy_of_minilm(folder: Path) -> Path:
+    """A second, genuinely different model: MiniLM with one weight matrix nudged."""
+    from safetensors.torch import load_file, save_file
+
+    from rag_assets.core.model_files import resolve_model_dir
+
+    shutil.copytree(resolve_model_dir(MINILM), folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
+    weights[name] = weights[name] * 1.5
+    save_file(weights, folder / "model.safetensors")
+    return folder
+
+
+WORDS = [
+    "model",
+    "vector",
+    "chunk",
+    "source",
+    "page",
+    "heading",
+    "index",
+    "search",
+    "query",
+    "batch",
+    "token",
+    "commit",
+]
+
+
+def write_distinct_docs(folder: Path, name: str, pages: int = 6, sections: int = 12) -> None:
+    """Pages of text no other source shares, so nothing comes from the embedding cache."""
+    rng = random.Random(name)
+    folder.mkdir(parents=True)
+    for page in range(pages):
+        body = [f"# {name} page {page}\n"]
+        for section in range(sections):
+            sentence = " ".join(rng.choice(WORDS) for _ in range(120))
+            body.append(f"## Section {section}\n\n{name} {page}.{section}: {sentence}.\n")
+        (folder / f"page{page}.md").write_text("\n".join(body))
+
+
+def step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
+    """When a step started and when it succeeded."""
+    events = instance.all_logs(
+        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    )
+    times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step_key}
+    return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
