@@ -1,6 +1,8 @@
 """The composition root: assets, resources, IO managers, jobs and sensors, bound to the settings."""
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -67,7 +69,9 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """Everything the code location serves. `resources` replace those of build_resources by key (a test
+    passes an already loaded embedder this way); without them, the resources follow the settings."""
     # sources_are_fresh reads instance metadata only: it runs in its own job and schedule, not as a
     # step of every ingest run (one more pod per run on Kubernetes).
     ingest_selection = dg.AssetSelection.groups(INGESTION_GROUP) - dg.AssetSelection.checks(sources_are_fresh)
@@ -118,7 +122,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         ],
-        resources=build_resources(settings),
+        resources={**build_resources(settings), **(resources or {})},
         executor=dg.in_process_executor,
     )
 

@@ -1,8 +1,9 @@
 """Run the ingestion job for some sources through Dagster, and summarise what each run did."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -73,18 +74,20 @@ def run_ingest(
     *,
     verbose: bool = False,
     on_reclaimed: Callable[[ReclaimedRun], None] | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
     Runs execute in this process and carry its host, pid and start time as tags. Before the first
     one, runs of this host whose process died are failed and their pool slots freed
     (rag_assets/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
+    `resources` replace the definitions' resources by key (see build_definitions).
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
             on_reclaimed(reclaimed)
     register_partitions(instance, names)
-    job = build_definitions(settings).resolve_job_def(INGEST_JOB)
+    job = build_definitions(settings, resources).resolve_job_def(INGEST_JOB)
     ordered = instance.get_dynamic_partitions(source_partitions.name)
     summaries = {n: SourceSummary(n) for n in names}
     for first, last in contiguous_ranges(ordered, names):

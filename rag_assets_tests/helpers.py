@@ -3,18 +3,53 @@
 Fixtures live in the conftest files; plain functions live here, so no test module imports another.
 """
 
+import io
 import random
 import shutil
+import subprocess
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
+from rag_assets.instance import INSTANCE_CONFIG
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
 
 SAMPLE_DOCS = Path(__file__).parents[1] / "rag_assets" / "sample_docs"
 MINILM = "all-MiniLM-L6-v2"
+# Variables of the developer's shell that would point a test at their own services or model.
+USER_ENV_UNSET = ("MILVUS_URI", "MILVUS_COLLECTION", "EMBEDDING_MODEL", "GITHUB_TOKEN", "MILVUS_TOKEN")
+
+
+def user_env(folder: Path) -> dict[str, str]:
+    """The variables a user would set to keep everything under `folder`; its Dagster home is made here."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_CONFIG))
+    return {
+        "RAG_DATA_DIR": str(folder / "data"),
+        "RAG_SOURCES_FILE": str(folder / "sources.yaml"),
+        "DAGSTER_HOME": str(home),
+    }
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`rag-assets ARGS` called in this process (rag_assets.cli.main), in the environment as it is now.
+
+    For tests of the command's logic, or that only read a result through it: no interpreter start, no
+    second import of dagster and torch. Tests of what a user's shell sees run the command as a process.
+    """
+    from rag_assets.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(["rag-assets", *args], code, out.getvalue(), err.getvalue())
 
 
 def write_sources(path: Path, sources: list[dict]) -> Path:

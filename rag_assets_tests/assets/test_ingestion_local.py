@@ -27,13 +27,13 @@ def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, 
     assert all(r["url"].startswith("file://") and r["url"].endswith(r["path"]) for r in rows.values())
 
 
-def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder):
+def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    run_ingest(settings, instance, ["notes"])
+    run_ingest(settings, instance, ["notes"], resources=warm(settings))
     before = milvus_rows(settings, "notes")
 
     (docs_folder / "searching.md").unlink()
-    [summary] = run_ingest(settings, instance, ["notes"])
+    [summary] = run_ingest(settings, instance, ["notes"], resources=warm(settings))
 
     after = milvus_rows(settings, "notes")
     gone = {i for i, r in before.items() if r["path"] == "searching.md"}
@@ -42,7 +42,7 @@ def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_f
     assert summary.counts["deleted"] == len(gone) and summary.counts["written"] == 0
 
 
-def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, workdir):
+def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, warm, workdir):
     other = workdir / "other"
     other.mkdir()
     (other / "guide.md").write_text("# Guide\n\nThe other source has its own page.\n")
@@ -53,23 +53,23 @@ def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folde
             {"name": "guide", "kind": "local", "path": str(other)},
         ],
     )
-    run_ingest(settings, instance, ["notes", "guide"])
+    run_ingest(settings, instance, ["notes", "guide"], resources=warm(settings))
     notes_before = milvus_rows(settings, "notes")
 
     (other / "guide.md").unlink()
     (other / "new.md").write_text("# New\n\nReplaced.\n")
-    run_ingest(settings, instance, ["guide"])
+    run_ingest(settings, instance, ["guide"], resources=warm(settings))
 
     assert milvus_rows(settings, "notes") == notes_before
     assert {r["path"] for r in milvus_rows(settings, "guide").values()} == {"new.md"}
 
 
-def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder):
+def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    run_ingest(settings, instance, ["notes"])
+    run_ingest(settings, instance, ["notes"], resources=warm(settings))
     first = milvus_rows(settings, "notes")
 
-    [summary] = run_ingest(settings, instance, ["notes"])
+    [summary] = run_ingest(settings, instance, ["notes"], resources=warm(settings))
 
     assert milvus_rows(settings, "notes") == first
     assert (
