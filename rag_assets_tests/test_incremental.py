@@ -1,9 +1,6 @@
 """Incremental ingestion: only new or edited text reaches the model, and only changed rows are written."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +8,13 @@ import pytest
 from rag_assets.ingest import run_ingest
 from rag_assets.resources.embedder import Embedder
 from rag_assets.resources.milvus import MilvusStore
-from rag_assets_tests.helpers import latest_metadata, milvus_rows, perturbed_copy_of_minilm, write_sources
+from rag_assets_tests.helpers import (
+    cli,
+    latest_metadata,
+    milvus_rows,
+    perturbed_copy_of_minilm,
+    write_sources,
+)
 
 
 @pytest.fixture
@@ -101,13 +104,7 @@ def test_switching_the_model_never_reuses_the_other_models_vectors(
 
 
 def search(query: str) -> list[dict]:
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", "search", query, "--json"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=120,
-    )
+    result = cli("search", query, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -117,13 +114,7 @@ def test_prune_cache_keeps_exactly_the_vectors_current_chunks_use(settings, inst
     run_ingest(settings, instance, ["notes"])
     live = len(milvus_rows(settings, "notes"))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", "prune-cache"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=120,
-    )
+    result = cli("prune-cache")
 
     assert result.returncode == 0, result.stderr
     assert f"kept {live} vectors, removed 3" in result.stdout  # searching.md had three sections

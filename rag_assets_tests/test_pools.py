@@ -5,9 +5,14 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from rag_assets.instance import ensure_pools
 from rag_assets_tests.helpers import milvus_rows, step_window, write_distinct_docs, write_sources
+
+# Ingest processes started together, each importing dagster and torch: on 2 cores they wait for each
+# other; their own deadline is 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_embedding_steps_of_concurrent_runs_never_overlap(settings, env, workdir):

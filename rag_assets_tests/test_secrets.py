@@ -68,6 +68,8 @@ def files_holding(secret: str, root: Path) -> list[Path]:
     return [path for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # three `rag-assets ingest` processes, one after another
 def test_tokens_appear_nowhere_after_a_good_run_and_two_runs_that_fail_after_authenticating(
     env, settings, instance, github, workdir
 ):

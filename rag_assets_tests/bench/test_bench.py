@@ -8,7 +8,14 @@ import sys
 import tarfile
 from pathlib import Path
 
-SAMPLE_DOCS = Path(__file__).parents[2] / "rag_assets" / "sample_docs"
+import pytest
+
+from rag_assets_tests.helpers import SAMPLE_DOCS
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+]  # every stage of the benchmark; its own deadline is 600 s
 
 
 def snapshot(path: Path, files: dict[str, str]) -> Path:

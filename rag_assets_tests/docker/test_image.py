@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from rag_assets_tests.docker.deployment import (
     DOCKER_DIR,
     REPO,
@@ -100,6 +102,7 @@ def test_dagster_libraries_are_pinned_to_the_release_paired_with_dagster():
     assert "dagster-celery[redis]" in (DOCKER_DIR / "requirements.txt").read_text()
 
 
+@pytest.mark.slow
 def test_the_requirements_script_splits_torch_from_the_other_dependencies():
     only, rest = run_script("--only", "torch"), run_script("--exclude", "torch")
     assert only.returncode == rest.returncode == 0, only.stderr + rest.stderr
@@ -108,6 +111,7 @@ def test_the_requirements_script_splits_torch_from_the_other_dependencies():
     assert rest.stdout.splitlines() == [d for d in dependencies if not re.match(r"torch\b", d)]
 
 
+@pytest.mark.slow
 def test_the_requirements_script_fails_when_it_selects_nothing():
     result = run_script("--only", "no-such-package")
     assert result.returncode == 2 and "no dependency selected" in result.stderr

@@ -5,9 +5,7 @@ Model B is MiniLM with one weight matrix nudged (a genuinely different model the
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -23,19 +21,19 @@ from rag_assets_tests.evaluation.helpers import (
     model_collection,
     serving,
 )
-from rag_assets_tests.helpers import latest_metadata, milvus_rows, perturbed_copy_of_minilm, write_sources
+from rag_assets_tests.helpers import (
+    cli,
+    latest_metadata,
+    milvus_rows,
+    perturbed_copy_of_minilm,
+    write_sources,
+)
 
 QUESTION = "which variable points at the Milvus server?"
 
 
 def rag_assets(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", *args],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=300,
-    )
+    result = cli(*args)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -49,6 +49,7 @@ def add_started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
     return run.run_id
 
 
+@pytest.mark.slow
 def test_reclaim_fails_only_runs_of_this_host_whose_process_is_gone_and_frees_their_slots(instance):
     ensure_pools(instance)
     mine = process_tags()
@@ -96,6 +97,7 @@ def cli_instance_kind(request, env) -> str:
     return request.param
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # a regression would block the re-run on the gpu slot forever: fail instead
 def test_run_killed_during_embedding_leaves_old_rows_and_blocks_no_one_and_the_rerun_is_exact(
     settings, env, cli_instance_kind, workdir

@@ -27,7 +27,8 @@ from rag_assets.settings import Settings
 from rag_assets_tests.helpers import SAMPLE_DOCS, expected_chunks, milvus_rows
 from rag_assets_tests.ui.dagster_dev import REPO, DagsterDev
 
-pytestmark = [pytest.mark.needs_service, pytest.mark.timeout(360)]
+# `dagster dev` starts, then a run is launched and followed in the UI: about 90 s on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.needs_service, pytest.mark.timeout(360)]
 
 CHROMIUM = Path(os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
