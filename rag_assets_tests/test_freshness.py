@@ -6,6 +6,7 @@ from datetime import datetime
 
 import dagster as dg
 import httpx
+import pytest
 
 from rag_assets.core.freshness import SourceFreshness
 from rag_assets.definitions import INGEST_JOB, build_definitions
@@ -56,6 +57,7 @@ def test_github_write_records_commit_time_searchable_time_and_numeric_lag(settin
     assert abs(datetime.fromisoformat(written["searchable_at"]).timestamp() - (commit_time + lag)) <= 1
 
 
+@pytest.mark.slow
 def test_check_warns_for_the_source_whose_runs_keep_failing_past_its_limit(
     settings, instance, workdir, docs_folder
 ):

@@ -244,6 +244,7 @@ def test_header_record_of_20_mb_is_a_clear_error_without_reading_it(github):
 # -- End to end: a hostile source beside a good one ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hostile_source_lands_only_its_safe_pages_and_a_good_source_beside_it_lands_whole(
     settings, instance, github, marker, workdir, monkeypatch
 ):
@@ -319,6 +320,7 @@ def other_folder(workdir: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row(
     settings, instance, docs_folder, other_folder
 ):
@@ -355,6 +357,7 @@ def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row
     assert milvus_rows(settings, "other") == before["other"]
 
 
+@pytest.mark.slow
 def test_on_empty_delete_empties_a_source_with_no_pages_and_leaves_the_other_alone(
     settings, instance, docs_folder, other_folder
 ):

@@ -24,6 +24,7 @@ def notes(settings, instance, docs_folder):
     return docs_folder
 
 
+@pytest.mark.slow
 def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(settings, instance, notes):
     before = milvus_rows(settings, "notes")
     page = notes / "configuration.md"
@@ -50,6 +51,7 @@ def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(setting
     assert not any("is the data directory" in r["text"] for r in milvus_rows(settings, "notes").values())
 
 
+@pytest.mark.slow
 def test_renaming_a_file_reembeds_nothing(settings, instance, notes):
     (notes / "searching.md").rename(notes / "finding.md")
 
@@ -61,6 +63,7 @@ def test_renaming_a_file_reembeds_nothing(settings, instance, notes):
     assert summary.counts["written"] == summary.counts["deleted"] > 0
 
 
+@pytest.mark.slow
 def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes):
     run_ingest(settings, instance, ["notes"])
 
@@ -75,6 +78,7 @@ def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes)
     assert latest_metadata(instance, "chunks", "notes")["pages_chunked"] == 0
 
 
+@pytest.mark.slow
 def test_switching_the_model_never_reuses_the_other_models_vectors(
     settings, instance, notes, workdir, monkeypatch
 ):
@@ -109,6 +113,7 @@ def search(query: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_prune_cache_keeps_exactly_the_vectors_current_chunks_use(settings, instance, notes):
     (notes / "searching.md").unlink()
     run_ingest(settings, instance, ["notes"])

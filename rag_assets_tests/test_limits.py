@@ -196,6 +196,7 @@ def test_cap_chunks_keeps_whole_pages_in_order_and_says_what_it_left_out():
     assert unchanged is frame and no_reason == ""
 
 
+@pytest.mark.slow
 def test_max_chunks_keeps_whole_pages_and_records_the_cut(settings, instance, workdir):
     root = folder(
         workdir / "docs",

@@ -34,6 +34,7 @@ def github_source(github: FakeGitHub, **extra) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_github_source_costs_one_ref_lookup_and_one_tarball(settings, instance, github):
     sha = github.add_repo("acme/frob", FILES)
     write_sources(settings.sources_file, [github_source(github)])
@@ -60,6 +61,7 @@ def test_binary_files_are_skipped_and_counted(settings, instance, github):
     assert metadata["binary_skipped"] == 1 and metadata["pages"] == 2
 
 
+@pytest.mark.slow
 def test_new_commit_replaces_the_edited_section_only(settings, instance, github):
     github.add_repo("acme/frob", FILES)
     write_sources(settings.sources_file, [github_source(github)])

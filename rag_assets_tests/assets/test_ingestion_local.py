@@ -1,5 +1,7 @@
 """End to end on a local folder: the four assets materialize and Milvus holds exactly the chunks."""
 
+import pytest
+
 from rag_assets.ingest import run_ingest
 from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 
@@ -27,6 +29,7 @@ def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, 
     assert all(r["url"].startswith("file://") and r["url"].endswith(r["path"]) for r in rows.values())
 
 
+@pytest.mark.slow
 def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     run_ingest(settings, instance, ["notes"], resources=warm(settings))
@@ -42,6 +45,7 @@ def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_f
     assert summary.counts["deleted"] == len(gone) and summary.counts["written"] == 0
 
 
+@pytest.mark.slow
 def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, warm, workdir):
     other = workdir / "other"
     other.mkdir()

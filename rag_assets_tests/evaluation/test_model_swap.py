@@ -71,6 +71,7 @@ def switch_model(workdir, monkeypatch) -> tuple[Settings, str]:
     return Settings.from_env(), Embedder(str(model_b)).identity
 
 
+@pytest.mark.slow
 def test_a_new_model_serves_only_once_every_source_is_on_it_and_evaluated_and_the_old_one_stays_until_pruned(
     two_sources, instance, workdir, monkeypatch
 ):
@@ -113,6 +114,7 @@ def test_a_new_model_serves_only_once_every_source_is_on_it_and_evaluated_and_th
     assert top_hit(QUESTION)["path"] == "configuration.md"
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_the_evaluation_is_never_served(two_sources, instance, workdir, monkeypatch):
     a = model_collection(two_sources)
     monkeypatch.setenv("RAG_EVAL_K", "1")
@@ -127,6 +129,7 @@ def test_a_model_that_fails_the_evaluation_is_never_served(two_sources, instance
     assert model_collection(settings_b) in collections(settings_b)  # built, measured, refused
 
 
+@pytest.mark.slow
 def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
     two_sources, instance, workdir, monkeypatch, docs_folder
 ):

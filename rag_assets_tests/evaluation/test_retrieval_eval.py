@@ -26,6 +26,7 @@ def notes(settings, docs_folder):
     return docs_folder
 
 
+@pytest.mark.slow
 def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_source(settings, instance, notes):
     run_ingest(settings, instance, ["notes"])
 
@@ -60,6 +61,7 @@ def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_sourc
     )  # vectors of unchanged queries are kept
 
 
+@pytest.mark.slow
 def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_warns_otherwise(
     notes, instance, monkeypatch
 ):
@@ -86,6 +88,7 @@ def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_
     assert not check.passed and check.severity.value == "WARN"
 
 
+@pytest.mark.slow
 def test_a_users_queries_file_is_evaluated_with_the_heading_queries(settings, instance, notes):
     settings.queries_dir.mkdir()
     (settings.queries_dir / "notes.jsonl").write_text(

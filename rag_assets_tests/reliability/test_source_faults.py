@@ -48,6 +48,7 @@ def ingested_then_pushed(settings, instance, github, source: str) -> None:
     github.push(REPO, NEW)
 
 
+@pytest.mark.slow
 def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_the_rerun_is_exact(
     settings, instance, github, source, fast_retries
 ):
@@ -78,6 +79,7 @@ def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, insta
     assert collection_rows(settings, source) == expected_rows(source, OLD)
 
 
+@pytest.mark.slow
 def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact(
     settings, instance, github, source
 ):
@@ -90,6 +92,7 @@ def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact
     assert collection_rows(settings, source) == expected_rows(source, NEW)
 
 
+@pytest.mark.slow
 def test_corrupt_tarball_fails_clearly_keeps_old_rows_and_the_rerun_after_the_fix_is_exact(
     settings, instance, github, source
 ):

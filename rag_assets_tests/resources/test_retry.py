@@ -104,6 +104,7 @@ def test_connection_reset_mid_tarball_restarts_the_download(settings, instance, 
     assert len(milvus_rows(settings, "frob")) == 2
 
 
+@pytest.mark.slow
 def test_source_that_keeps_failing_keeps_its_rows_and_the_error_names_it_without_the_token(
     settings, instance, github
 ):

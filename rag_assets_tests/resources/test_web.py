@@ -147,6 +147,7 @@ def test_page_that_keeps_failing_fails_the_crawl_naming_the_source_and_the_statu
         crawl(settings, site)
 
 
+@pytest.mark.slow
 def test_website_source_lands_in_milvus_as_markdown_sections_with_canonical_urls(settings, instance, site):
     write_sources(settings.sources_file, [web_source(site)])
 

@@ -5,6 +5,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+import pytest
+
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
@@ -97,6 +99,7 @@ def test_exhausted_rate_limit_is_a_skip_that_says_until_when(settings, instance,
     assert runs(limited) == [] and cursor_of(limited) == cursor
 
 
+@pytest.mark.slow
 def test_token_never_appears_in_logs_cursors_run_requests_or_metadata(
     settings, instance, github, monkeypatch, caplog
 ):

@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pandas as pd
+import pytest
 from markdown_it import MarkdownIt
 
 from rag_assets.assets.chunks import PREVIEW_CHARS, chunk_preview
@@ -51,6 +52,7 @@ def test_preview_shows_chunk_text_literally_and_short():
     assert chunk_preview(frame.iloc[:0]) == "*No chunks.*"
 
 
+@pytest.mark.slow
 def test_a_chunks_partition_carries_its_preview_counts_and_token_numbers(settings, instance, docs_folder):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
 
