@@ -68,6 +68,7 @@ def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folde
     assert {r["path"] for r in milvus_rows(settings, "guide").values()} == {"new.md"}
 
 
+@pytest.mark.slow
 def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     run_ingest(settings, instance, ["notes"], resources=warm(settings))

@@ -68,6 +68,7 @@ def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_t
     assert collection_rows(settings, source) == expected_rows(source, NEW)
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, instance, github, source):
     github.fail_next("/tarball/", [(429, {"retry-after": "1"})])
 
