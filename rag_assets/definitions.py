@@ -1,5 +1,8 @@
 """The composition root: assets, resources, IO managers, jobs and sensors, bound to the settings."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from rag_assets.assets import INGESTION_GROUP, ingestion_assets
@@ -63,7 +66,9 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """Everything the code location serves. `resources` replace those of build_resources by key (a test
+    passes an already loaded embedder this way); without them, the resources follow the settings."""
     # sources_are_fresh reads instance metadata only: it runs in its own job and schedule, not as a
     # step of every ingest run (one more pod per run on Kubernetes).
     ingest_selection = dg.AssetSelection.groups(INGESTION_GROUP) - dg.AssetSelection.checks(sources_are_fresh)
@@ -115,7 +120,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         ],
-        resources=build_resources(settings),
+        resources={**build_resources(settings), **(resources or {})},
         # RAG_EXECUTOR: ingest_job, the other jobs, the sensors' and schedules' runs and the UI's
         # Materialize all run their steps where it says (in this process, on Celery, on Kubernetes).
         executor=executor_for(settings.executor),

@@ -2,10 +2,11 @@
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -99,6 +100,7 @@ def run_ingest(
     on_reclaimed: Callable[[ReclaimedRun], None] | None = None,
     on_removed: Callable[[RemovedSource], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
@@ -110,7 +112,8 @@ def run_ingest(
     one, runs of this host whose process died are failed and their pool slots freed
     (rag_assets/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
     Then sources no longer in the sources file are removed, as the sources sensor would
-    (rag_assets/source_removal.py).
+    (rag_assets/source_removal.py). `resources` replace the definitions' resources by key.
+    `resources` replace the definitions' resources by key (see build_definitions).
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
@@ -125,7 +128,7 @@ def run_ingest(
         if on_removed:
             on_removed(source)
     register_partitions(instance, names)
-    job = build_definitions(settings).resolve_job_def(INGEST_JOB)
+    job = build_definitions(settings, resources).resolve_job_def(INGEST_JOB)
     ordered = instance.get_dynamic_partitions(source_partitions.name)
     summaries = {n: SourceSummary(n) for n in names}
     failures: list[SourceFailure] = []

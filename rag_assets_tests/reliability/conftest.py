@@ -9,10 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from rag_assets.testing.github_server import FakeGitHub
+from rag_assets_tests.reliability.helpers import DOCKER_INSTANCE
 
-REPO = Path(__file__).parents[2]
-DOCKER_INSTANCE = REPO / "docker" / "dagster.yaml"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RETRY_ATTEMPTS = 3
 
@@ -91,9 +89,9 @@ def settings(env, fast_retries):
 
 
 @pytest.fixture
-def github(fast_retries):
-    with FakeGitHub() as server:
-        yield server
+def github(fast_retries, github):
+    """The loopback GitHub server (rag_assets_tests/conftest.py), with fast retries."""
+    return github
 
 
 @pytest.fixture
