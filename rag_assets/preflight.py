@@ -26,10 +26,8 @@ def check_local_folders(settings: Settings, sources: list) -> None:
 def check_milvus(settings: Settings) -> None:
     """Connect with the token and list collections (a server checks the token on calls, not on
     connect); an existing collection of this model must hold vectors of the model's dimension."""
-    from pymilvus import MilvusException
-
     from rag_assets.core.model_files import embedding_dimension, resolve_model_dir
-    from rag_assets.resources.milvus import MilvusResource, MilvusUnavailable
+    from rag_assets.resources.milvus import MilvusException, MilvusResource, MilvusUnavailable
 
     milvus = MilvusResource(
         uri=settings.milvus_uri,

@@ -1,6 +1,7 @@
-"""Every row of the README's configuration table and every `rag-assets` sub-command, used the way the
-README shows it: the command as a subprocess, the variable set in its environment, paths relative to
-the folder it runs in. Settings that cannot work are one line naming the variable, exit 2.
+"""Every row of the README's configuration table (and of docs/evaluation.md's) and every `rag-assets`
+sub-command, used the way README.md and docs/ show them: the command as a subprocess, the variable set
+in its environment, paths relative to the folder it runs in. Settings that cannot work are one line
+naming the variable, exit 2.
 
 Each test starts processes that import Dagster (and some torch): marked `slow`."""
 
@@ -22,7 +23,7 @@ from rag_assets_tests.helpers import SAMPLE_DOCS
 
 pytestmark = pytest.mark.slow
 
-# The configuration table's variables (README, "Configuration") and the evaluation's: none may leak
+# The configuration table's variables (README, "Configuration") and docs/evaluation.md's: none may leak
 # in from the environment the tests run in.
 DOCUMENTED = (
     "RAG_SOURCES_FILE", "RAG_DATA_DIR", "MILVUS_URI", "MILVUS_TOKEN", "MILVUS_COLLECTION", "EMBEDDING_MODEL",

@@ -18,7 +18,7 @@ from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
 
 MiB, GiB = 1024 * 1024, 1024**3
-README = Path(__file__).parents[1] / "README.md"
+SOURCES_DOC = Path(__file__).parents[1] / "docs" / "sources.md"  # "Limits and empty sources"
 
 
 def folder(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -47,7 +47,7 @@ def test_limits_default_to_the_documented_values(tmp_path):
         max_file_bytes=10 * MiB, max_pages=50_000, max_chunks=500_000, max_total_bytes=4 * GiB
     )
     assert source.on_empty == "keep"
-    documented = README.read_text()
+    documented = SOURCES_DOC.read_text()
     for default in ("`10485760` (10 MiB)", "`50000`", "`500000`", "`4294967296` (4 GiB)", "`keep`"):
         assert default in documented
 

@@ -17,7 +17,7 @@ from rag_assets.core.chunking import (
 )
 from rag_assets.core.diffing import diff_chunks
 from rag_assets.core.progress import Reporter
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.sources import SourcesResource

@@ -14,7 +14,7 @@ from rag_assets.core.local_folder import iter_folder_pages
 from rag_assets.core.pages import PAGE_COLUMNS, NoPagesError, PageStats
 from rag_assets.core.progress import Reporter
 from rag_assets.core.sections import detect_format
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import VARCHAR_LIMITS

@@ -11,7 +11,8 @@ import dagster as dg
 import httpx
 
 from rag_assets.core.pages import Page, PageStats
-from rag_assets.core.retry import (
+from rag_assets.core.tarball import iter_tar_pages
+from rag_assets.resources.retry import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BASE_SECONDS,
     DEFAULT_MAX_WAIT_SECONDS,
@@ -22,7 +23,6 @@ from rag_assets.core.retry import (
     is_transient,
     rate_limit_reset,
 )
-from rag_assets.core.tarball import iter_tar_pages
 from rag_assets.sources import GitHubSource
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -56,7 +56,7 @@ class CommitInfo:
 class GitHubResource(dg.ConfigurableResource):
     """GitHub's REST API (or a server that speaks it). Tokens come from the env var a source names.
 
-    Every request of a run goes through the shared retry policy (core/retry.py); the sensor's
+    Every request of a run goes through the shared retry policy (resources/retry.py); the sensor's
     commit check makes exactly one request, because the next tick is its retry.
     """
 

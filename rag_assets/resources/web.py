@@ -7,12 +7,6 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
-from rag_assets.core.retry import (
-    DEFAULT_ATTEMPTS,
-    DEFAULT_BASE_SECONDS,
-    DEFAULT_MAX_WAIT_SECONDS,
-    RetryPolicy,
-)
 from rag_assets.core.web_cache import WebCache
 from rag_assets.resources.crawl import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -23,6 +17,12 @@ from rag_assets.resources.crawl import (
     WebError,
     WebPage,
     read_capped,
+)
+from rag_assets.resources.retry import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BASE_SECONDS,
+    DEFAULT_MAX_WAIT_SECONDS,
+    RetryPolicy,
 )
 from rag_assets.sources import WebSource
 
