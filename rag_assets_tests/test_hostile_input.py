@@ -463,7 +463,8 @@ def test_repo_with_path_tricks_is_rejected_and_never_reaches_the_http_layer(sett
 def test_run_of_a_source_with_a_path_trick_fails_before_any_request(settings, instance, github):
     write_sources(settings.sources_file, [github_source(github, "frob", "a/b/../../c", ref="%2e%2e")])
 
-    with pytest.raises(IngestFailed, match=r"field 'repo'.*\n.*field 'ref'"):
+    # The sources file is read (and refused) before any run starts: nothing is fetched.
+    with pytest.raises(SourcesFileError, match=r"field 'repo'.*\n.*field 'ref'"):
         run_ingest(settings, instance, ["frob"])
     assert github.requests == []
 
