@@ -286,10 +286,9 @@ def _search(args, settings: Settings) -> int:
 def served_embedder(store, settings: Settings):
     """The embedder of the model whose vectors `store`'s name resolves to (recorded on the collection);
     EMBEDDING_MODEL for a collection that records none."""
-    from rag_assets.collections import recorded_model
     from rag_assets.resources.embedder import Embedder
 
-    model, identity = recorded_model(store.client.describe_collection(store.collection))
+    model, identity = store.recorded_model()
     embedder = Embedder(
         model or settings.embedding_model,
         device=settings.embedding_device,
@@ -314,12 +313,10 @@ def _milvus(settings: Settings):
 
 
 def _collections(args, settings: Settings) -> int:
-    from rag_assets.collections import describe_family
-
     milvus = _milvus(settings)
     store = milvus.open()
     try:
-        infos = describe_family(store.client, settings.collection)
+        infos = store.describe_family(settings.collection)
     finally:
         store.close()
     print(
@@ -335,14 +332,10 @@ def _collections(args, settings: Settings) -> int:
 
 
 def _prune_collections(args, settings: Settings) -> int:
-    from rag_assets.collections import prune_family
-
     milvus = _milvus(settings)
     store = milvus.open()
     try:
-        dropped = prune_family(
-            store.client, settings.collection, {milvus.model_collection}, dry_run=args.dry_run
-        )
+        dropped = store.prune_family(settings.collection, {milvus.model_collection}, dry_run=args.dry_run)
     finally:
         store.close()
     verb = "would drop" if args.dry_run else "dropped"

@@ -103,7 +103,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any] | None = 
         description="Evaluate sources_are_fresh.",
     )
     return dg.Definitions(
-        # After the write: the model's collection is evaluated, then served (rag_assets/collections.py).
+        # After the write: the model's collection is evaluated, then served (resources/milvus/aliases.py).
         assets=[*ingestion_assets, eval_queries, retrieval_eval, serving_collection],
         asset_checks=[*ingestion_checks, sources_are_fresh],
         jobs=[ingest_job, ingest_celery_job, ingest_k8s_job, source_cleanup_job, freshness_check_job],

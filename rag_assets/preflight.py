@@ -38,7 +38,7 @@ def check_milvus(settings: Settings) -> None:
     store = milvus.open()
     try:
         try:
-            store.client.list_collections()
+            store.list_collections()
         except MilvusException as error:
             raise MilvusUnavailable(
                 f"Milvus at {settings.milvus_uri} refused a request: {error.message} (check MILVUS_TOKEN)"

@@ -133,9 +133,8 @@ def test_values_over_their_field_are_fitted_by_utf8_bytes_and_what_cannot_fit_is
     store = MilvusStore(str(tmp_path / "fit.db"), "fit_test")
     try:
         store.ensure_collection(4)
-        store.client.upsert(store.collection, [{k: fitted[k] for k in ROW_FIELDS}])
-        store.client.flush(store.collection)
-        [back] = store.client.query(store.collection, filter="", limit=5, output_fields=["path", "heading"])
+        store.upsert_rows([{k: fitted[k] for k in ROW_FIELDS}])
+        [back] = store.query_rows(limit=5, fields=["path", "heading"])
         assert (back["path"], back["heading"]) == (fitted["path"], fitted["heading"])
     finally:
         store.close()

@@ -407,23 +407,20 @@ def test_quote_makes_a_hostile_name_a_plain_literal_in_a_real_milvus_filter(tmp_
             }
             for i, name in enumerate(names)
         ]
-        store.client.upsert(store.collection, rows)
-        store.client.flush(store.collection)
+        store.upsert_rows(rows)
 
         for i, name in enumerate(names):
             assert [r["id"] for r in store.source_rows(name, ("id",))] == [f"id{i}"], name
         assert store.source_rows('nobody" or source != "', ("id",)) == []
         # Spliced in unquoted, that last name is an expression that matches every row: quoting is what stops
         # it.
-        injected = store.client.query(
-            store.collection, filter='source == "x" or source != ""', output_fields=["id"]
-        )
+        injected = store.query_rows('source == "x" or source != ""', fields=["id"], limit=100)
         assert len(injected) == len(names)
         assert quote('x" or 1==1') == '"x\\" or 1==1"'
         assert store.delete_source('x" or source != "') == 1
-        assert sorted(
-            r["id"] for r in store.client.query(store.collection, filter="", limit=100, output_fields=["id"])
-        ) == [f"id{i}" for i in range(len(names)) if i != 2]
+        assert sorted(r["id"] for r in store.query_rows(fields=["id"], limit=100)) == [
+            f"id{i}" for i in range(len(names)) if i != 2
+        ]
     finally:
         store.close()
 

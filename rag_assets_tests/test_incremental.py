@@ -94,13 +94,7 @@ def test_switching_the_model_never_reuses_the_other_models_vectors(
     assert {r["model"] for r in rows.values()} == {other.identity}
     store = MilvusStore(switched.milvus_uri, switched.collection)
     try:
-        store.client.load_collection(switched.collection)
-        [row] = store.client.query(
-            switched.collection,
-            filter='path == "sources.md"',
-            output_fields=["heading", "text", "vector"],
-            limit=1,
-        )
+        [row] = store.query_rows('path == "sources.md"', fields=["heading", "text", "vector"], limit=1)
     finally:
         store.close()
     [expected] = other.embed([f"{row['heading']}\n\n{row['text']}"])

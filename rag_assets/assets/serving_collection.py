@@ -3,16 +3,15 @@
 After the write and the evaluation of a run, this step looks at every registered source: when each
 has been written to the current model's collection and evaluated there (and met the threshold, when
 the check blocks), the alias moves to that collection in one atomic `alter_alias`. Until then readers
-keep the previous model's collection, whole. The decision is `collections.decide_promotion`.
+keep the previous model's collection, whole. The decision is `resources.milvus.aliases.decide_promotion`.
 """
 
 import dagster as dg
 
 from rag_assets.assets.retrieval_eval import retrieval_eval
-from rag_assets.collections import decide_promotion, point_alias, serving_target
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.evaluation import EvaluationResource
-from rag_assets.resources.milvus import MilvusResource
+from rag_assets.resources.milvus import MilvusResource, decide_promotion
 
 
 @dg.asset(
@@ -36,7 +35,7 @@ def serving_collection(
     evaluations = latest_evaluations(context.instance, registered)
     store = milvus.open()
     try:
-        candidate, before = store.collection, serving_target(store.client, milvus.collection)
+        candidate, before = store.collection, store.serving_target(milvus.collection)
         decision = decide_promotion(
             serving=before,
             candidate=candidate,
@@ -46,7 +45,7 @@ def serving_collection(
         )
         moved = decision.promote and store.dimension() is not None
         if moved:
-            point_alias(store.client, milvus.collection, candidate)
+            store.point_alias(milvus.collection, candidate)
             context.log.info(
                 f"{milvus.collection!r} now serves {candidate!r} (was {before!r}): {decision.reason}"
             )

@@ -44,7 +44,7 @@ def run_naive(
             if not chunks:
                 continue
             vectors = _encode(embedder, [c.embedding_input for c in chunks])
-            store.client.insert(store.collection, [_row(c, v, sha) for c, v in zip(chunks, vectors)])
+            store.insert_rows([_row(c, v, sha) for c, v in zip(chunks, vectors)])
             result.tokens += sum(c.tokens for c in chunks)
             result.chunks_embedded += len(chunks)
             result.rows_written += len(chunks)

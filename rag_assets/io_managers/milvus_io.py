@@ -1,6 +1,6 @@
 """The Milvus IO manager: an asset's rows become the source's rows in the collection, in batches.
 
-The collection is the current model's own one behind the serving alias (rag_assets/collections.py):
+The collection is the current model's own one behind the serving alias (resources/milvus/aliases.py):
 a new model's vectors never mix with the served ones. The first collection of a deployment is
 served (the alias created) as soon as it is written; later ones wait for `serving_collection`.
 """
@@ -10,7 +10,6 @@ import time
 import dagster as dg
 import pandas as pd
 
-from rag_assets.collections import model_properties, point_alias, serving_target
 from rag_assets.core.fitting import fit_rows
 from rag_assets.core.freshness import freshness_metadata
 from rag_assets.core.progress import Reporter
@@ -21,6 +20,7 @@ from rag_assets.resources.milvus import (
     MilvusResource,
     MilvusStore,
     SyncResult,
+    model_properties,
 )
 
 LOGGED_SKIPS = 20  # rows left out that are named one by one in the log, per source
@@ -70,12 +70,8 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                         "collection": store.collection,
                     },
                 )
-            if (
-                identity
-                and serving_target(store.client, self.milvus.collection) is None
-                and store.dimension()
-            ):
-                point_alias(store.client, self.milvus.collection, store.collection)
+            if identity and store.serving_target(self.milvus.collection) is None and store.dimension():
+                store.point_alias(self.milvus.collection)
                 context.log.info(
                     f"{self.milvus.collection!r} now serves {store.collection!r}, the first collection "
                     "written"
@@ -96,7 +92,7 @@ class MilvusIOManager(dg.ConfigurableIOManager):
         # No rows: a source that became empty under `on_empty: delete` (raw_pages refuses it otherwise).
         deleted = store.delete_source(source)
         if deleted:
-            store.client.flush(store.collection)
+            store.flush()
         return SyncResult(upserted=0, deleted=deleted, unchanged=0, batches=1 if deleted else 0)
 
     def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:

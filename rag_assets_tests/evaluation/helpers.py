@@ -33,7 +33,7 @@ def serving(settings: Settings) -> str | None:
 def collections(settings: Settings) -> set[str]:
     store = MilvusStore(settings.milvus_uri, settings.collection)
     try:
-        return set(store.client.list_collections())
+        return set(store.list_collections())
     finally:
         store.close()
 

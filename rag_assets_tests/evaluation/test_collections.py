@@ -3,18 +3,14 @@
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from rag_assets.collections import (
+from rag_assets.resources.milvus import MilvusStore
+from rag_assets.resources.milvus.aliases import (
     Promotion,
     decide_promotion,
-    describe_family,
     model_collection_name,
     model_properties,
-    point_alias,
-    prune_family,
     recorded_model,
-    serving_target,
 )
-from rag_assets.resources.milvus import MilvusStore
 
 A, B = "rag_chunks__model_a_0000", "rag_chunks__model_b_1111"
 
@@ -67,6 +63,7 @@ def test_the_alias_moves_only_when_every_source_is_written_and_evaluated_on_the_
 
 
 def make(store: MilvusStore, name: str, rows: int = 0, model: str = "") -> None:
+    """A small collection of another shape, built on the store's client: only the alias logic is tested."""
     schema = MilvusClient.create_schema(auto_id=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
@@ -93,17 +90,15 @@ def store(tmp_path):
 def test_milvus_lite_alias_resolves_for_readers_and_moves_atomically(store):
     make(store, A, rows=2, model="a")
     make(store, B, rows=3, model="b")
-    assert serving_target(store.client, "rag_chunks") is None
+    assert store.serving_target("rag_chunks") is None
 
-    assert point_alias(store.client, "rag_chunks", A) is None
-    assert serving_target(store.client, "rag_chunks") == A
-    assert (
-        store.client.get_collection_stats("rag_chunks")["row_count"] == 2
-    )  # the alias reads as the collection
+    assert store.point_alias("rag_chunks", A) is None
+    assert store.serving_target("rag_chunks") == A
+    assert store.count_rows() == 2  # the store is on "rag_chunks": the alias reads as the collection
 
-    assert point_alias(store.client, "rag_chunks", B) == A
-    assert store.client.get_collection_stats("rag_chunks")["row_count"] == 3
-    assert {c.name: (c.rows, c.serving, c.model) for c in describe_family(store.client, "rag_chunks")} == {
+    assert store.point_alias("rag_chunks", B) == A
+    assert store.count_rows() == 3
+    assert {c.name: (c.rows, c.serving, c.model) for c in store.describe_family("rag_chunks")} == {
         A: (2, False, "a"),
         B: (3, True, "b"),
     }
@@ -112,22 +107,22 @@ def test_milvus_lite_alias_resolves_for_readers_and_moves_atomically(store):
 def test_a_collection_named_like_the_alias_is_kept_as_legacy_when_the_alias_first_moves(store):
     make(store, "rag_chunks", rows=1)
     make(store, B, rows=3)
-    assert serving_target(store.client, "rag_chunks") == "rag_chunks"
+    assert store.serving_target("rag_chunks") == "rag_chunks"
 
-    assert point_alias(store.client, "rag_chunks", B) == "rag_chunks"
+    assert store.point_alias("rag_chunks", B) == "rag_chunks"
 
-    assert serving_target(store.client, "rag_chunks") == B
-    assert {"rag_chunks__legacy", B} <= set(store.client.list_collections())
+    assert store.serving_target("rag_chunks") == B
+    assert {"rag_chunks__legacy", B} <= set(store.list_collections())
 
 
 def test_pruning_keeps_the_served_collection_and_the_ones_asked_for_and_nothing_of_other_names(store):
     for name in (A, B, "rag_chunks__model_c_2222", "other_collection"):
         make(store, name)
-    point_alias(store.client, "rag_chunks", B)
+    store.point_alias("rag_chunks", B)
 
-    assert prune_family(store.client, "rag_chunks", {"rag_chunks__model_c_2222"}, dry_run=True) == [A]
-    assert A in store.client.list_collections()
-    assert prune_family(store.client, "rag_chunks", set()) == [A, "rag_chunks__model_c_2222"]
+    assert store.prune_family("rag_chunks", {"rag_chunks__model_c_2222"}, dry_run=True) == [A]
+    assert A in store.list_collections()
+    assert store.prune_family("rag_chunks", set()) == [A, "rag_chunks__model_c_2222"]
 
-    assert set(store.client.list_collections()) == {B, "other_collection"}
-    assert serving_target(store.client, "rag_chunks") == B
+    assert set(store.list_collections()) == {B, "other_collection"}
+    assert store.serving_target("rag_chunks") == B

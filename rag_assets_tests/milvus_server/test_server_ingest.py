@@ -19,7 +19,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rag_assets.collections import family
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
 from rag_assets_tests.evaluation.helpers import collections, model_collection, serving
@@ -89,10 +88,7 @@ def _drop(settings: Settings) -> None:
     """Leave nothing on the server: the alias, then every collection behind it."""
     store = MilvusStore(settings.milvus_uri, settings.collection)
     try:
-        if settings.collection in store.client.list_aliases().get("aliases", []):
-            store.client.drop_alias(settings.collection)
-        for name in family(store.client, settings.collection):
-            store.client.drop_collection(name)
+        store.drop_family(settings.collection)
     finally:
         store.close()
 

@@ -76,8 +76,7 @@ def put_rows(settings, source: str, ids: list[str], dimension: int = 4) -> None:
                 {**dict.fromkeys(ROW_FIELDS, ""), "id": i, "source": source, "vector": [0.5] * dimension}
                 for i in ids
             ]
-            store.client.upsert(store.collection, rows)
-            store.client.flush(store.collection)
+            store.upsert_rows(rows)
     finally:
         store.close()
 
@@ -85,8 +84,7 @@ def put_rows(settings, source: str, ids: list[str], dimension: int = 4) -> None:
 def delete_rows(settings, ids: list[str]) -> None:
     store = MilvusStore(settings.milvus_uri, model_collection(settings))
     try:
-        store.client.delete(store.collection, ids=ids)
-        store.client.flush(store.collection)
+        store.delete_ids(ids)
     finally:
         store.close()
 

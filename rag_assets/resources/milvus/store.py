@@ -1,7 +1,7 @@
-"""Milvus: the collection that serves retrieval, and the batched, per-source sync that keeps it right.
+"""MilvusStore: the collection that serves retrieval, and the batched, per-source sync that keeps it right.
 
 Readers use the serving name (MILVUS_COLLECTION), a Milvus alias; writes go to the current model's
-own collection behind it (rag_assets/collections.py). Rows are keyed by chunk id. A sync writes new
+own collection behind it (aliases.py). Rows are keyed by chunk id. A sync writes new
 and changed rows first and deletes stale rows only after every write succeeded, so a failure never
 leaves a source with fewer rows than before.
 Every filter names a source through `quote`, and source names are validated on load.
@@ -17,25 +17,14 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import MilvusClient, MilvusException
 from pymilvus.exceptions import ConnectionConfigException
 
-from rag_assets.collections import family, model_collection_name, serving_target
+from rag_assets.resources.milvus import aliases
+from rag_assets.resources.milvus.aliases import CollectionInfo, family, model_collection_name
+from rag_assets.resources.milvus.schema import ROW_FIELDS, collection_schema, index_params
 from rag_assets.settings import milvus_token
 
-TEXT_MAX_BYTES = 65535
-ROW_FIELDS = ["id", "source", "path", "url", "heading", "text", "content_hash", "commit", "model", "vector"]
-VARCHAR_LIMITS = {
-    "id": 64,
-    "source": 128,
-    "path": 2048,
-    "url": 4096,
-    "heading": 4096,
-    "text": TEXT_MAX_BYTES,
-    "content_hash": 64,
-    "commit": 64,
-    "model": 256,
-}
 DEFAULT_BATCH_ROWS = 2000
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 QUERY_PAGE_ROWS = 10000
@@ -140,15 +129,11 @@ class MilvusStore:
                 )
             self.client.load_collection(self.collection)
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, max_length=VARCHAR_LIMITS["id"], is_primary=True)
-        for name in ROW_FIELDS[1:-1]:
-            schema.add_field(name, DataType.VARCHAR, max_length=VARCHAR_LIMITS[name])
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-        index = self.client.prepare_index_params()
-        index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
         self.client.create_collection(
-            self.collection, schema=schema, index_params=index, properties=properties or None
+            self.collection,
+            schema=collection_schema(dimension),
+            index_params=index_params(),
+            properties=properties or None,
         )
 
     def dimension(self) -> int | None:
@@ -264,9 +249,65 @@ class MilvusStore:
             ranked.extend([str(hit["id"]) for hit in per_query] for per_query in hits)
         return ranked
 
-    def serving_target(self) -> str | None:
-        """The collection this store's name resolves to for readers (see rag_assets/collections.py)."""
-        return serving_target(self.client, self.collection)
+    def serving_target(self, serving: str | None = None) -> str | None:
+        """The collection a serving name (this store's name by default) resolves to for readers, or
+        None when there is none yet (see rag_assets/resources/milvus/aliases.py)."""
+        return aliases.serving_target(self.client, serving or self.collection)
+
+    def point_alias(self, serving: str, target: str | None = None) -> str | None:
+        """Make `serving` resolve to `target` (this store's collection by default), atomically for
+        readers; returns what it resolved to before. The one place the serving alias moves."""
+        return aliases.point_alias(self.client, serving, target or self.collection)
+
+    def describe_family(self, serving: str) -> list[CollectionInfo]:
+        """The collections of a serving name with their model, row count and which one readers get."""
+        return aliases.describe_family(self.client, serving)
+
+    def prune_family(self, serving: str, keep: set[str], *, dry_run: bool = False) -> list[str]:
+        """Drop the collections of `serving` readers do not get and not in `keep`; returns their names."""
+        return aliases.prune_family(self.client, serving, keep, dry_run=dry_run)
+
+    def drop_family(self, serving: str) -> None:
+        """Drop the serving alias and every collection of its name (to start a deployment over)."""
+        if serving in self.client.list_aliases().get("aliases", []):
+            self.client.drop_alias(serving)
+        for name in family(self.client, serving):
+            self.client.drop_collection(name)
+
+    def recorded_model(self) -> tuple[str | None, str | None]:
+        """(model, identity) recorded on this collection (through an alias: on its target)."""
+        return aliases.recorded_model(self.client.describe_collection(self.collection))
+
+    def list_collections(self) -> list[str]:
+        """Every collection on this Milvus; also what proves the token is accepted (a server checks it
+        on calls, not on connect)."""
+        return self.client.list_collections()
+
+    def count_rows(self) -> int:
+        return int(self.client.get_collection_stats(self.collection).get("row_count", 0))
+
+    def upsert_rows(self, rows: list[dict], *, flush: bool = True) -> None:
+        """Write whole rows (ROW_FIELDS) as they are, without the sync's bookkeeping."""
+        self.client.upsert(self.collection, rows)
+        if flush:
+            self.flush()
+
+    def insert_rows(self, rows: list[dict]) -> None:
+        """Append rows without looking for existing ids (the naive baseline of the benchmark)."""
+        self.client.insert(self.collection, rows)
+
+    def delete_ids(self, ids: list[str]) -> None:
+        self.client.delete(self.collection, ids=ids)
+        self.flush()
+
+    def query_rows(self, filter: str = "", *, fields: list[str], limit: int) -> list[dict]:
+        """At most `limit` rows matching a Milvus filter expression (name sources through `quote`)."""
+        self.client.load_collection(self.collection)
+        return self.client.query(self.collection, filter=filter, limit=limit, output_fields=fields)
+
+    def flush(self) -> None:
+        """Make what was written searchable now."""
+        self.client.flush(self.collection)
 
     def close(self) -> None:
         """Close the client and, for a Milvus Lite file, stop its in-process server.

@@ -1,4 +1,4 @@
-"""The serving name and the collections behind it: one Milvus collection per embedding model, one alias.
+"""The serving alias and the collections behind it: one Milvus collection per embedding model, one alias.
 
 `MILVUS_COLLECTION` (default `rag_chunks`) is the name readers use, and it is a Milvus **alias**.
 The vectors of each model live in that model's own collection, `rag_chunks__<model>_<hash>`, named
