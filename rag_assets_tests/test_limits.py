@@ -155,7 +155,7 @@ def test_web_page_over_max_file_bytes_is_dropped_once_that_many_bytes_arrived(tm
 
     assert sorted(p.path for p in result.pages) == ["/docs/", "/docs/ok"]
     assert (
-        result.stats.too_large == 1
+        result.stats.too_large_skipped == 1
         and "/docs/big: over the max_file_bytes=65536 limit" in result.stats.notes[0]
     )
     assert endless.served <= (0 if declared else 64 * 1024 + 2 * len(endless.chunk)) and endless.closed

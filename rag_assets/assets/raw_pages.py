@@ -209,14 +209,6 @@ def _web_pages(
         }
         for p in result.pages
     ]
-    stats = PageStats(
-        matched=len(rows) + result.stats.too_large,
-        pages=len(rows),
-        too_large_skipped=result.stats.too_large,
-        bytes_read=result.stats.bytes_read,
-        limit_hit=result.stats.limit_hit,
-        notes=result.stats.notes,
-    )
-    frame = page_frame(rows, stats)
-    extra = {**result.stats.as_metadata(), "source_time": dg.MetadataValue.timestamp(result.fetched_at)}
-    return frame, stats, version, extra
+    frame = page_frame(rows, result.stats)
+    extra = {"source_time": dg.MetadataValue.timestamp(result.fetched_at)}
+    return frame, result.stats, version, extra

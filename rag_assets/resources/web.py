@@ -19,14 +19,13 @@ from rag_assets.resources.crawl import (
     USER_AGENT,
     Crawl,
     CrawlResult,
-    CrawlStats,
     WebError,
     WebPage,
     read_capped,
 )
 from rag_assets.sources import WebSource
 
-__all__ = ["CrawlResult", "CrawlStats", "WebError", "WebPage", "WebResource", "read_capped"]
+__all__ = ["CrawlResult", "WebError", "WebPage", "WebResource", "read_capped"]
 
 
 class WebResource(dg.ConfigurableResource):
