@@ -23,13 +23,13 @@ import pytest
 from rag_assets.core.chunking import MAX_HEADING_CHARS, Chunker
 from rag_assets.core.fitting import fit_identifier, fit_rows, utf8_size
 from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
-from rag_assets.core.pages import PageStats
 from rag_assets.core.retry import RetryError
 from rag_assets.core.sections import detect_format
 from rag_assets.core.web_scope import Scope
 from rag_assets.ingest import IngestFailed, run_ingest
-from rag_assets.resources.github import GitHubError, GitHubResource
+from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import ROW_FIELDS, VARCHAR_LIMITS, MilvusStore
+from rag_assets.resources.readers.github import GitHubError
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import GitHubSource, WebSource
 from rag_assets.testing.github_server import FakeGitHub
@@ -96,7 +96,7 @@ def web(site: FakeSite, **extra) -> dict:
 
 def crawl(tmp_path: Path, source: dict, attempts: int = 2):
     resource = WebResource(cache_dir=str(tmp_path / "web"), retry_attempts=attempts, retry_base_seconds=0.01)
-    return resource.crawl(WebSource.model_validate(source))
+    return resource.reader().crawl(WebSource.model_validate(source))
 
 
 # -- Rows that always fit --------------------------------------------------------------------------
@@ -376,11 +376,9 @@ def test_a_crawl_stops_at_its_deadline_and_says_so(tmp_path, site):
 
 
 def read_tarball(github: FakeGitHub, source: dict) -> dict[str, str]:
-    resolved = GitHubSource.model_validate(source)
-    resource = GitHubResource(retry_attempts=2, retry_base_seconds=0.01)
-    with resource.client(resolved) as client:
-        sha = resource.resolve_commit(resolved, client)
-        return {p.path: p.text for p in resource.iter_pages(resolved, sha, client, PageStats())}
+    reader = GitHubResource(retry_attempts=2, retry_base_seconds=0.01).reader()
+    pages = reader.read(GitHubSource.model_validate(source), None).pages
+    return dict(zip(pages["path"], pages["text"], strict=True))
 
 
 def test_a_stalled_tarball_download_is_retried_then_fails_within_its_stall_timeout(github):

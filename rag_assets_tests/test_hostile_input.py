@@ -69,12 +69,8 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: by
 
 def read_repo(github: FakeGitHub, source: dict) -> tuple[dict[str, str], PageStats]:
     """The pages of a repository as a run reads them: resolve the ref, stream the tarball."""
-    resolved = GitHubSource.model_validate(source)
-    resource, stats = GitHubResource(retry_attempts=1), PageStats()
-    with resource.client(resolved) as client:
-        sha = resource.resolve_commit(resolved, client)
-        pages = {page.path: page.text for page in resource.iter_pages(resolved, sha, client, stats)}
-    return pages, stats
+    result = GitHubResource(retry_attempts=1).reader().read(GitHubSource.model_validate(source), None)
+    return dict(zip(result.pages["path"], result.pages["text"], strict=True)), result.stats
 
 
 # -- Writes to disk, seen through Python's audit hooks (PEP 578) ------------------------------------

@@ -140,7 +140,7 @@ def crawl(tmp_path: Path, transport: httpx.MockTransport, **source):
         "requests_per_second": 100,
         "concurrency": 1,
     }
-    return web.crawl(WebSource.model_validate({**definition, **source}), transport=transport)
+    return web.reader(transport=transport).crawl(WebSource.model_validate({**definition, **source}))
 
 
 @pytest.mark.parametrize(
