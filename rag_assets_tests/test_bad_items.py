@@ -35,6 +35,7 @@ from rag_assets.sources import GitHubSource, WebSource
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets.testing.web_server import FakeSite
 from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.resources.github_shapes import GitHubShapes
 
 OK_PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun the installer twice.\n"
 OTHER_PAGE = "# Other\n\nAnother source, ingested beside the bad one.\n"
@@ -393,16 +394,27 @@ def test_a_stalled_tarball_download_is_retried_then_fails_within_its_stall_timeo
     assert time.monotonic() - started < 3
 
 
-def test_a_trickling_tarball_download_fails_at_its_overall_deadline(github):
-    github.add_repo("acme/slow", {"docs/a.md": OK_PAGE, "docs/b.bin": os.urandom(200_000)})
-    github.trickle_tarballs(2000, 0.05)  # never stalls, but takes about 5 s
+def test_a_trickling_tarball_download_fails_at_its_overall_deadline():
+    shapes = GitHubShapes("acme/slow", {"docs/a.md": OK_PAGE, "docs/b.bin": os.urandom(200_000)})
+    shapes.archive_body = lambda archive: trickle(archive, 2000, 0.05)  # never stalls, but takes about 5 s
+    definition = {
+        "name": "slow",
+        "kind": "github",
+        "repo": "acme/slow",
+        "limits": {"download_deadline_seconds": 1},
+    }
+    reader = GitHubResource(retry_attempts=2, retry_base_seconds=0.01).reader(transport=shapes.transport)
 
     started = time.monotonic()
     with pytest.raises(GitHubError, match=r"not finished within download_deadline_seconds=1"):
-        read_tarball(
-            github, repo_source(github, "slow", "acme/slow", limits={"download_deadline_seconds": 1})
-        )
+        reader.read(GitHubSource.model_validate(definition), None)
     assert time.monotonic() - started < 2.5
+
+
+def trickle(data: bytes, size: int, pause: float):
+    for start in range(0, len(data), size):
+        time.sleep(pause)
+        yield data[start : start + size]
 
 
 # -- Scope -----------------------------------------------------------------------------------------
