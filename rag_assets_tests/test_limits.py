@@ -11,7 +11,7 @@ import pytest
 
 from rag_assets.assets.chunks import cap_chunks
 from rag_assets.core.local_folder import iter_folder_pages
-from rag_assets.core.pages import PageStats
+from rag_assets.core.pages import PageStats, ReadLimits
 from rag_assets.ingest import run_ingest
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import SourceLimits, SourcesFileError, WebSource, load_sources
@@ -85,7 +85,9 @@ def test_max_file_bytes_skips_a_larger_local_file_unread_and_counts_it(tmp_path)
 
     pages = [
         p.path
-        for p in iter_folder_pages(root, include=("**/*.md",), exclude=(), stats=stats, max_file_bytes=1000)
+        for p in iter_folder_pages(
+            root, include=("**/*.md",), exclude=(), stats=stats, limits=ReadLimits(max_file_bytes=1000)
+        )
     ]
 
     assert pages == ["a.md", "c.md"]
@@ -233,7 +235,9 @@ def test_max_total_bytes_stops_reading_a_local_folder_and_records_where(tmp_path
 
     pages = [
         p.path
-        for p in iter_folder_pages(root, include=("**/*.md",), exclude=(), stats=stats, max_total_bytes=1000)
+        for p in iter_folder_pages(
+            root, include=("**/*.md",), exclude=(), stats=stats, limits=ReadLimits(max_total_bytes=1000)
+        )
     ]
 
     assert pages == ["a.md", "b.md"] and stats.bytes_read == 800

@@ -43,6 +43,9 @@ class ReadLimits:
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
 
 
+DEFAULT_READ_LIMITS = ReadLimits()
+
+
 def _crawl_counter():
     """A counter only a website's crawl moves; its metadata key is `web_<name>`."""
     return field(default=0, metadata={"crawl": True})

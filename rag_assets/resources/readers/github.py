@@ -191,9 +191,7 @@ class GitHubReader:
                         include=source.include,
                         exclude=source.exclude,
                         stats=attempt_stats,
-                        max_file_bytes=limits.max_file_bytes,
-                        max_pages=limits.max_pages,
-                        max_total_bytes=limits.max_total_bytes,
+                        limits=limits,
                     )
                 ]
             return pages, attempt_stats

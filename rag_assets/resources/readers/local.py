@@ -18,16 +18,13 @@ class LocalReader:
     def read(self, source: LocalSource, previous: pd.DataFrame | None) -> ReadResult:
         stats, started = PageStats(), datetime.now(UTC)
         version = f"{definition_hash(source)}:local"
-        limits = source.limits.read_limits()
         pages = list(
             iter_folder_pages(
                 source.path,
                 include=source.include,
                 exclude=source.exclude,
                 stats=stats,
-                max_file_bytes=limits.max_file_bytes,
-                max_pages=limits.max_pages,
-                max_total_bytes=limits.max_total_bytes,
+                limits=source.limits.read_limits(),
             )
         )
         rows = [
