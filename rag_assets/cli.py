@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.ingest import IngestFailed
+    from rag_assets.errors import IngestFailed
     from rag_assets.sources import SourcesFileError
 
     try:
@@ -36,7 +36,20 @@ def _parser() -> argparse.ArgumentParser:
         "--source", action="append", help="only this source (repeatable); default: every source"
     )
     ingest.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    ingest.add_argument(
+        "--force", action="store_true", help="run even the sources that did not change since their last run"
+    )
     ingest.set_defaults(handler=_ingest)
+
+    ui = commands.add_parser(
+        "ui", help="open the Dagster UI (dagster dev) on the instance `rag-assets ingest` uses"
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    ui.add_argument("--port", "-p", type=int, default=3000, help="port to serve on (default 3000)")
+    ui.add_argument(
+        "--workspace", "-w", type=Path, help="workspace file (default: ./workspace.yaml, else the module's)"
+    )
+    ui.set_defaults(handler=_ui)
 
     search = commands.add_parser("search", help="embed a question and print the closest chunks")
     search.add_argument("query", nargs="?", help="the question")
@@ -83,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     chunkers.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     chunkers.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    chunkers.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    chunkers.add_argument(
+        "--precision",
+        default="auto",
+        help="fp32, bf16, fp16 (weights cast), bf16-autocast, fp16-autocast or auto (default)",
+    )
     chunkers.add_argument("--out", type=Path, help="write the report as JSON here")
     chunkers.set_defaults(handler=_eval_chunkers)
 
@@ -101,11 +118,15 @@ def _parser() -> argparse.ArgumentParser:
         "--api-latency-ms", type=float, default=0.0, help="added to every loopback API request"
     )
     bench.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    bench.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (default)")
+    bench.add_argument(
+        "--precision",
+        default="auto",
+        help="fp32, bf16, fp16 (weights cast), bf16-autocast, fp16-autocast or auto (default)",
+    )
     bench.add_argument("--model", default=None, help="default: EMBEDDING_MODEL")
     bench.add_argument(
         "--stages",
-        default="bare_encode,bare_embed,cold,warm,incremental,naive",
+        default="bare_encode,bare_embed,cold,warm,noop_cli_dagster,noop_cli,incremental,naive",
         help="comma-separated subset",
     )
     bench.add_argument(
@@ -118,16 +139,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args, settings: Settings) -> int:
-    from rag_assets.ingest import run_ingest
-    from rag_assets.instance import cli_instance
+    from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
     names = [find_source(sources, n).name for n in args.source] if args.source else [s.name for s in sources]
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
+    selected = [find_source(sources, n) for n in names]
+    skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force)
+    for unchanged in skipped:  # rag_assets/change_detection.py: no run, no import of the pipeline
+        print(unchanged.describe())
+    listed = {s.name for s in sources}
+    if not names and not stored_sources(settings.artifacts_dir) - listed:
+        print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
+        return 0
+    from rag_assets.ingest import run_ingest
+    from rag_assets.instance import cli_instance
+
     instance = cli_instance(settings.data_dir)
-    summaries = run_ingest(settings, instance, names, verbose=args.verbose, on_reclaimed=_say_reclaimed)
+    if not names:  # only removals: a source taken out of the sources file still has stored data
+        from rag_assets.source_removal import remove_unlisted_sources
+
+        for removed in remove_unlisted_sources(settings, instance):
+            print(removed.describe(settings.sources_file))
+        return 0
+    summaries = run_ingest(
+        settings,
+        instance,
+        names,
+        verbose=args.verbose,
+        on_reclaimed=_say_reclaimed,
+        on_removed=lambda removed: print(removed.describe(settings.sources_file)),
+    )
+    record_successes(settings, summaries, fingerprints)
     columns = ["pages", "chunks", "embedded", "written", "deleted"]
     print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
     for summary in summaries:
@@ -163,6 +208,13 @@ def _say_reclaimed(run) -> None:
     """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
     before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
     print(f"rag-assets: {run.describe()}", file=sys.stderr)
+
+
+def _ui(args, settings: Settings) -> int:
+    from rag_assets.ui import run_ui
+
+    run_ui(settings, host=args.host, port=args.port, workspace=args.workspace)
+    return 1  # only reached if the exec failed
 
 
 def _search(args, settings: Settings) -> int:

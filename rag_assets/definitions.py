@@ -10,7 +10,7 @@ from rag_assets.assets.retrieval_eval import eval_queries, retrieval_eval
 from rag_assets.assets.serving_collection import serving_collection
 from rag_assets.checks import ingestion_checks
 from rag_assets.core.retry import RetryPolicy
-from rag_assets.executors import celery_executor_from_env, k8s_executor
+from rag_assets.executors import celery_executor_from_env, executor_for, k8s_executor
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
@@ -77,8 +77,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         partitions_def=source_partitions,
         description="Fetch, chunk, embed and write the selected sources into Milvus.",
     )
-    # The same graph on other executors (rag_assets/executors.py): steps on Celery workers (the
-    # embedding step on queue `gpu`), or one Kubernetes Job per step (the embedding step on a GPU).
+    # The same graph on fixed executors (rag_assets/executors.py), whatever RAG_EXECUTOR says: steps
+    # on Celery workers (the embedding step on queue `gpu`), or one Kubernetes Job per step (the
+    # embedding step on a GPU). Each imports its integration (an extra) only when a run starts.
     ingest_celery_job = dg.define_asset_job(
         INGEST_CELERY_JOB,
         selection=ingest_selection,
@@ -119,7 +120,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             )
         ],
         resources=build_resources(settings),
-        executor=dg.in_process_executor,
+        # RAG_EXECUTOR: ingest_job, the other jobs, the sensors' and schedules' runs and the UI's
+        # Materialize all run their steps where it says (in this process, on Celery, on Kubernetes).
+        executor=executor_for(settings.executor),
     )
 
 

@@ -9,9 +9,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy.exc import IntegrityError
 
 from rag_assets.definitions import INGEST_JOB, build_definitions
+from rag_assets.errors import IngestFailed
 from rag_assets.partitions import source_partitions
 from rag_assets.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
 from rag_assets.settings import Settings
+from rag_assets.source_removal import RemovedSource, remove_unlisted_sources
 
 SUMMARY_FIELDS = {
     "raw_pages": {"pages": "dagster/row_count"},
@@ -19,10 +21,6 @@ SUMMARY_FIELDS = {
     "embeddings": {"embedded": "chunks_embedded", "tokens": "tokens_embedded"},
     "milvus_collection": {"written": "rows_upserted", "deleted": "rows_deleted"},
 }
-
-
-class IngestFailed(RuntimeError):
-    """A run failed; the message is the step's own error."""
 
 
 @dataclass
@@ -73,16 +71,28 @@ def run_ingest(
     *,
     verbose: bool = False,
     on_reclaimed: Callable[[ReclaimedRun], None] | None = None,
+    on_removed: Callable[[RemovedSource], None] | None = None,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
     Runs execute in this process and carry its host, pid and start time as tags. Before the first
     one, runs of this host whose process died are failed and their pool slots freed
     (rag_assets/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
+    Then sources no longer in the sources file are removed, as the sources sensor would
+    (rag_assets/source_removal.py).
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
             on_reclaimed(reclaimed)
+    removed = remove_unlisted_sources(
+        settings,
+        instance,
+        run_config=None if verbose else QUIET_RUN_CONFIG,
+        on_failure=lambda result: IngestFailed(_failure_message(result)),
+    )
+    for source in removed:
+        if on_removed:
+            on_removed(source)
     register_partitions(instance, names)
     job = build_definitions(settings).resolve_job_def(INGEST_JOB)
     ordered = instance.get_dynamic_partitions(source_partitions.name)

@@ -18,18 +18,31 @@ INSTANCE_CONFIG = {
 POOLS = ("gpu", "milvus")
 
 
+def instance_home(data_dir: Path) -> Path:
+    """The CLI's instance folder (absolute): DAGSTER_HOME when set, else data_dir/dagster_home.
+
+    A folder that does not exist yet is created with this project's instance settings; so is the
+    dagster.yaml of data_dir/dagster_home. An existing DAGSTER_HOME is left as it is.
+    """
+    configured = os.environ.get("DAGSTER_HOME")
+    home = Path(configured or Path(data_dir) / "dagster_home").expanduser().absolute()
+    if configured and home.is_dir():
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    config_file = home / "dagster.yaml"
+    if not config_file.exists():
+        config_file.write_text(yaml.safe_dump(INSTANCE_CONFIG, sort_keys=False))
+    return home
+
+
 def cli_instance(data_dir: Path) -> dg.DagsterInstance:
     """DAGSTER_HOME when set (the Dagster convention); otherwise a SQLite instance in
     data_dir/dagster_home.
     """
+    home = instance_home(data_dir)
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
     else:
-        home = Path(data_dir) / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        config_file = home / "dagster.yaml"
-        if not config_file.exists():
-            config_file.write_text(yaml.safe_dump(INSTANCE_CONFIG, sort_keys=False))
         instance = dg.DagsterInstance.from_config(str(home))
     ensure_pools(instance)
     return instance

@@ -12,6 +12,7 @@ DEFAULT_POLL_INTERVAL_SECONDS = 300
 DEFAULT_EVAL_K = 5
 DEFAULT_MIN_RECALL = 0.5
 DEFAULT_EVAL_QUERIES_DIR = "eval_queries"  # next to the sources file: <source>.jsonl
+EXECUTORS = ("in_process", "celery", "k8s")  # RAG_EXECUTOR: where every job's steps run (executors.py)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -31,6 +32,7 @@ class Settings:
     eval_k: int = DEFAULT_EVAL_K
     min_recall: float = DEFAULT_MIN_RECALL
     eval_blocking: bool = True
+    executor: str = EXECUTORS[0]
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -49,6 +51,7 @@ class Settings:
             eval_k=int(env.get("RAG_EVAL_K", DEFAULT_EVAL_K)),
             min_recall=float(env.get("RAG_MIN_RECALL", DEFAULT_MIN_RECALL)),
             eval_blocking=_flag("RAG_EVAL_BLOCKING", env.get("RAG_EVAL_BLOCKING", ""), default=True),
+            executor=env.get("RAG_EXECUTOR", "").strip().lower() or EXECUTORS[0],
         )
 
     def __post_init__(self) -> None:
@@ -56,6 +59,8 @@ class Settings:
             raise ValueError(f"RAG_MIN_RECALL={self.min_recall}: a recall lies between 0 and 1")
         if self.eval_k < 1:
             raise ValueError(f"RAG_EVAL_K={self.eval_k}: must be at least 1")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"RAG_EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
 
     @property
     def queries_dir(self) -> Path:

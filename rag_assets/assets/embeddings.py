@@ -69,7 +69,8 @@ def embeddings(
                     "forward_passes": batches,
                     "model": model.identity,
                     "device": model.device if batches else "not loaded",
-                    "precision": model.precision,
+                    # Resolving `auto` needs torch: a step that ran no batch never imports it.
+                    "precision": model.precision if batches else "not loaded",
                     "seconds": round(time.perf_counter() - started, 3),
                 },
                 partition_key=key,

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
+from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.core.diffing import diff_pages
 from rag_assets.core.pages import PAGE_COLUMNS, PageStats
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
@@ -59,6 +60,7 @@ def raw_pages(
     frames, failed = {}, {}
     for key in context.partition_keys:
         started = time.perf_counter()
+        forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         try:
             source = sources.get(key)

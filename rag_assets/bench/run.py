@@ -9,7 +9,10 @@ The corpus is served by the loopback GitHub server the tests use.
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -21,6 +24,7 @@ import yaml
 
 from rag_assets.bench.measure import StageResult, measured
 from rag_assets.bench.naive import run_naive
+from rag_assets.bench.split import latest_run_split
 from rag_assets.core.chunking import PageToChunk, chunk_pages, embedding_input
 from rag_assets.core.pages import PageStats, decode_page, path_selected
 from rag_assets.core.sections import detect_format
@@ -46,7 +50,15 @@ class BenchOptions:
     device: str = "auto"
     precision: str = "auto"
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    stages: tuple[str, ...] = ("bare_encode", "bare_embed", "cold", "warm", "incremental", "naive")
+    stages: tuple[str, ...] = (
+        "bare_encode",
+        "bare_embed",
+        "cold",
+        "warm",
+        "noop_cli",
+        "incremental",
+        "naive",
+    )
     fp32_reference: bool = False
     workdir: Path | None = None
 
@@ -69,20 +81,29 @@ def run_bench(options: BenchOptions, log=print) -> dict:
             f"precision {embedder.precision}"
         )
         _warm_up(embedder, texts)
+        # The other reduced-precision path (autocast when the weights are cast, and the reverse),
+        # timed like bare_embed right after it, so the two are compared on this machine, in one run.
+        other = _other_path(embedder, options) if "bare_embed" in options.stages else None
+        wanted = {*options.stages, *([other_stage(other)] if other else [])}
 
         def stage(name: str, body) -> None:
-            if name in options.stages:
+            if name in wanted:
                 log(f"stage {name}...")
                 release_free_heap()  # a stage's peak RSS is its own, not the heap the last one left
                 result = StageResult()
+                _reset_gpu_peak(embedder)
                 with measured(result):
                     body(result)
                 result.extra["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine
+                result.extra.update(_gpu_peak(embedder))
                 stages[name] = result.as_dict()
                 log(f"  {name}: {stages[name]['wall_s']} s")
 
         stage("bare_encode", lambda r: _bare_encode(embedder, texts, r))
         stage("bare_embed", lambda r: _bare_embed(embedder, texts, r))
+        if other is not None:
+            _warm_up(other, texts)
+            stage(other_stage(other), lambda r: _bare_embed(other, texts, r))
         if options.fp32_reference:
             log("stage bare_encode_fp32...")
             fp32 = StageResult()
@@ -90,11 +111,17 @@ def run_bench(options: BenchOptions, log=print) -> dict:
             fp32.extra.update(
                 _agreement_with_fp32(embedder, texts, reference), load_avg_1m=round(os.getloadavg()[0], 2)
             )
+            if other is not None:
+                fp32.extra.update(
+                    _agreement_with_fp32(other, texts, reference, prefix="cosine_vs_other_path")
+                )
             stages["bare_encode_fp32"] = fp32.as_dict()
             log(f"  bare_encode_fp32: {stages['bare_encode_fp32']['wall_s']} s")
         stage("cold", lambda r: _ingest(settings, instance, r))
         _check_same_chunks(settings, texts, "cold" in options.stages)
         stage("warm", lambda r: _ingest(settings, instance, r))
+        stage("noop_cli_dagster", lambda r: _cli_ingest(settings, workdir, r))  # runs, then records
+        stage("noop_cli", lambda r: _cli_ingest(settings, workdir, r))  # skips: the source is unchanged
         if options.update:
             stage(
                 "incremental",
@@ -105,13 +132,46 @@ def run_bench(options: BenchOptions, log=print) -> dict:
     return {"stages": stages, "ratios": ratios(stages), "env": environment(embedder, options)}
 
 
+def _reset_gpu_peak(embedder: Embedder) -> None:
+    if embedder.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak(embedder: Embedder) -> dict:
+    """The stage's peak GPU memory held by torch in this process (CUDA only)."""
+    if not embedder.device.startswith("cuda"):
+        return {}
+    import torch
+
+    return {"gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def other_stage(other: Embedder) -> str:
+    return "bare_embed_autocast" if other.precision.endswith("-autocast") else "bare_embed_cast"
+
+
+def _other_path(embedder: Embedder, options: BenchOptions) -> Embedder | None:
+    """The same model, device and dtype on the other reduced-precision path; None at fp32."""
+    if embedder.dtype is None:
+        return None
+    dtype = embedder.precision.split("-")[0]
+    precision = f"{dtype}-autocast" if embedder.casts_weights else dtype
+    return Embedder(options.model, device=options.device, precision=precision)
+
+
 def ratios(stages: dict[str, dict]) -> dict[str, float]:
     pairs = {
+        "bare_embed_autocast/bare_embed": ("bare_embed_autocast", "bare_embed"),
+        "bare_embed_cast/bare_embed": ("bare_embed_cast", "bare_embed"),
         "cold/bare_encode": ("cold", "bare_encode"),
         "cold/bare_embed": ("cold", "bare_embed"),
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
+        "noop_cli/noop_cli_dagster": ("noop_cli", "noop_cli_dagster"),
+        "noop_cli/cold": ("noop_cli", "cold"),
     }
     found = {
         name: round(stages[a]["wall_s"] / stages[b]["wall_s"], 3)
@@ -210,23 +270,50 @@ def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResu
     return reference
 
 
-def _agreement_with_fp32(embedder: Embedder, texts: list[str], reference: np.ndarray) -> dict:
-    """Cosine of the pipeline's (reduced-precision) vectors with the fp32 ones, chunk by chunk."""
+def _agreement_with_fp32(
+    embedder: Embedder, texts: list[str], reference: np.ndarray, prefix: str = "cosine_vs_reduced"
+) -> dict:
+    """Cosine of the pipeline's (reduced-precision) vectors with the fp32 ones, chunk by chunk.
+
+    Casting the weights is the default only while this stays at a mean of 0.999 or more."""
     cosines = (embedder.embed(texts[::FP32_SAMPLE_EVERY]) * reference).sum(axis=1)
+    label = "reduced_precision" if prefix == "cosine_vs_reduced" else f"{prefix}_precision"
     return {
-        "cosine_vs_reduced_mean": round(float(cosines.mean()), 6),
-        "cosine_vs_reduced_min": round(float(cosines.min()), 6),
-        "reduced_precision": embedder.precision,
+        f"{prefix}_mean": round(float(cosines.mean()), 6),
+        f"{prefix}_min": round(float(cosines.min()), 6),
+        label: embedder.precision,
     }
 
 
 def _ingest(settings: Settings, instance: dg.DagsterInstance, result: StageResult) -> None:
+    started = time.perf_counter()
     [summary] = run_ingest(settings, instance, [SOURCE])
     result.tokens = summary.counts.get("tokens", 0)
     result.chunks_embedded = summary.counts.get("embedded", 0)
     result.rows_written = summary.counts.get("written", 0)
     result.rows_deleted = summary.counts.get("deleted", 0)
     result.extra["chunks"] = summary.counts.get("chunks", 0)
+    result.wall_s = time.perf_counter() - started
+    result.extra["split"] = latest_run_split(instance, result.wall_s)
+
+
+def _cli_ingest(settings: Settings, workdir: Path, result: StageResult) -> None:
+    """`rag-assets ingest` as a user runs it, in its own process. With nothing changed, the first one
+    after a run of the pipeline that the CLI did not start runs Dagster's no-op (`noop_cli_dagster`)
+    and records the source's fingerprint; the next skips the source without Dagster (`noop_cli`)."""
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(settings.data_dir),
+        "RAG_SOURCES_FILE": str(settings.sources_file),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+        "MILVUS_COLLECTION": settings.collection,
+        "EMBEDDING_MODEL": settings.embedding_model,
+        "EMBEDDING_DEVICE": settings.embedding_device,
+        "EMBEDDING_PRECISION": settings.embedding_precision,
+    }
+    command = [sys.executable, "-m", "rag_assets.cli", "ingest"]
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=600)
+    result.extra["skipped"] = "unchanged since" in done.stdout
 
 
 def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:
@@ -322,6 +409,14 @@ def format_table(report: dict) -> str:
     lines = [f"{'stage':<18}" + "".join(f"{c:>16}" for c in columns)]
     for name, row in report["stages"].items():
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, ''):>16}" for c in columns))
+    for name, row in report["stages"].items():
+        split = row.get("split")
+        if split:
+            steps = ", ".join(f"{k} {v}" for k, v in split["steps"].items())
+            lines.append(
+                f"split {name}: outside the run {split['outside_run_s']} s, between steps "
+                f"{split['between_steps_s']} s; steps: {steps}"
+            )
     lines.append("ratios: " + ", ".join(f"{k} = {v}" for k, v in report["ratios"].items()))
     env = report["env"]
     lines.append(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.resources.milvus import MilvusResource
 from rag_assets.resources.sources import SourcesResource
@@ -63,7 +64,7 @@ def _remove_artifacts(io_manager: PartitionedParquetIOManager, name: str) -> int
         if path.exists():
             path.unlink()
             removed += 1
-    return removed
+    return removed + int(forget_unchanged(io_manager.base_dir, name))
 
 
 @dg.job(

@@ -8,6 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 SAMPLE_DOCS = Path(__file__).parents[2] / "rag_assets" / "sample_docs"
 
 
@@ -47,6 +49,8 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
             "--api-latency-ms",
             "5",
             "--fp32-reference",
+            "--precision",
+            "bf16",  # a reduced precision, so both paths (cast weights, autocast) are timed
             "--workdir",
             str(tmp_path / "work"),
             "--out",
@@ -64,12 +68,23 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert list(stages) == [
         "bare_encode",
         "bare_embed",
+        "bare_embed_autocast",
         "bare_encode_fp32",
         "cold",
         "warm",
+        "noop_cli_dagster",
+        "noop_cli",
         "incremental",
         "naive",
     ]
+    assert not stages["noop_cli_dagster"]["skipped"] and stages["noop_cli"]["skipped"]
+    for name in ("cold", "warm", "incremental"):  # each run's time split by step, and outside the run
+        split = stages[name]["split"]
+        assert {"raw_pages", "chunks", "embeddings", "milvus_collection", "serving_collection"} <= set(
+            split["steps"]
+        )
+        assert 0 < sum(split["steps"].values()) <= split["run_s"] <= stages[name]["wall_s"] + 0.01
+    assert "split cold: outside the run" in result.stdout
     chunks = stages["bare_encode"]["chunks_embedded"]
     assert chunks > 10
     assert (
@@ -94,11 +109,15 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert incremental["rows_deleted"] == 1 + 3  # its old version, and searching.md's three sections
     assert stages["naive"]["api_requests"] == 5  # one tree listing, then one request per page
     fp32 = stages["bare_encode_fp32"]
-    assert fp32["chunks_embedded"] == -(-chunks // 4) and fp32["cosine_vs_reduced_mean"] > 0.99
+    assert fp32["chunks_embedded"] == -(-chunks // 4)
+    assert (fp32["reduced_precision"], fp32["cosine_vs_other_path_precision"]) == ("bf16", "bf16-autocast")
+    assert fp32["cosine_vs_reduced_mean"] >= 0.999 and fp32["cosine_vs_other_path_mean"] >= 0.999
+    assert stages["bare_embed_autocast"]["tokens"] == stages["bare_embed"]["tokens"]
     assert report["ratios"]["cold_vs_fp32_bare_tokens_per_s"] > 0
     for name, (a, b) in {
         "cold/bare_encode": ("cold", "bare_encode"),
         "cold/bare_embed": ("cold", "bare_embed"),
+        "bare_embed_autocast/bare_embed": ("bare_embed_autocast", "bare_embed"),
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
@@ -108,3 +127,31 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
     assert report["env"]["device"] == "cpu" and report["env"]["api_latency_ms"] == 5
     assert {"torch", "dagster", "pymilvus", "sentence-transformers"} <= set(report["env"]["versions"])
     assert "cold/bare_encode" in result.stdout and "incremental" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
+    """rag_assets/bench/gpu_check.sh with DEVICE=cpu on two tiny snapshots: every figure it promises."""
+    pages = {f"docs/{p.stem}.txt": p.read_text() for p in SAMPLE_DOCS.glob("*.md")}
+    updated = {**pages, "docs/sources.txt": pages["docs/sources.txt"] + "\nOne more paragraph.\n"}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["bash", str(SAMPLE_DOCS.parents[1] / "rag_assets" / "bench" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "DEVICE": "cpu",
+            "CORPUS": str(snapshot(tmp_path / "old.tar.gz", pages)),
+            "UPDATE": str(snapshot(tmp_path / "new.tar.gz", updated)),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = (out / "summary.txt").read_text()
+    for figure in ("bare_encode", "cold", "warm", "incremental", "naive", "embedding step:", "peak"):
+        assert figure in summary, figure
+    share = float(summary.split("embedding step: ")[1].split("(")[1].split("%")[0])
+    assert 0 < share < 100
+    assert json.loads((out / "bench.json").read_text())["stages"]["cold"]["chunks_embedded"] > 0

@@ -200,6 +200,16 @@ def named_volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
+def bind_mounts(service: dict) -> dict[str, tuple[str, str]]:
+    """Container path -> (host path, mode), for the short-syntax bind mounts of a service."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        source, target, *mode = str(entry).split(":")
+        if source.startswith((".", "/", "~")):
+            mounts[target] = (source, mode[0] if mode else "rw")
+    return mounts
+
+
 @cache
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per Dockerfile instruction, continuation lines joined, comments dropped."""

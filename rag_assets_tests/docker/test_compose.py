@@ -20,6 +20,7 @@ from rag_assets_tests.docker.deployment import (
     REPO,
     MissingVariable,
     argv,
+    bind_mounts,
     compose,
     compose_references,
     container_ports,
@@ -365,3 +366,42 @@ def test_every_project_container_shares_the_data_and_storage_volumes(services):
         mounts = named_volume_mounts(service)
         assert mounts[service["environment"]["RAG_DATA_DIR"]] == "rag_data", name
         assert mounts[storage_dir] == "dagster_storage", name
+
+
+# --- Where steps run, and the sources from the host ---
+
+
+def test_every_dagster_process_runs_its_steps_on_celery_the_embedding_step_on_the_gpu_worker(services):
+    from rag_assets.executors import GPU_QUEUE
+    from rag_assets.settings import Settings
+
+    for name, service in project_services(services).items():
+        assert Settings.from_env(service["environment"]).executor == "celery", name
+    assert options(argv(services["gpu_worker"]["command"]), "-q") == [GPU_QUEUE]
+
+
+def test_the_hosts_sources_folder_is_mounted_read_only_where_the_sources_file_is(services):
+    sources_file = Path(services["code_location"]["environment"]["RAG_SOURCES_FILE"])
+    for name, service in project_services(services).items():
+        assert service["environment"]["RAG_SOURCES_FILE"] == str(sources_file), name
+        host, mode = bind_mounts(service)[str(sources_file.parent)]
+        assert (host, mode) == ("./sources", "ro"), name
+    # Compose resolves a relative host path against the compose file's folder.
+    assert (DOCKER_DIR / "sources" / sources_file.name).is_file()
+
+
+def test_the_mounted_sources_file_is_valid_and_names_only_paths_a_container_has(services):
+    from rag_assets.sources import load_sources
+
+    host_dir = DOCKER_DIR / "sources"
+    sources = load_sources(host_dir / "sources.yaml")
+    assert sources
+    mount = Path(services["code_location"]["environment"]["RAG_SOURCES_FILE"]).parent
+    for source in (s for s in sources if s.kind == "local"):
+        path = Path(source.path)
+        if path.is_relative_to(host_dir.resolve()):  # a folder beside the file: in the mount
+            continue
+        # Otherwise a folder the image ships (the bundled docs under /opt/dagster/app).
+        assert path.is_relative_to("/opt/dagster/app/rag_assets"), source
+        assert (REPO / path.relative_to("/opt/dagster/app")).is_dir(), source
+    assert not mount.is_relative_to("/opt/dagster/app")  # the image's own files stay visible

@@ -1,9 +1,7 @@
-"""docker/Dockerfile: a cached dependency layer from pyproject.toml, then the source; CPU or CUDA torch."""
+"""docker/Dockerfile: a cached dependency layer from the lock, then the source; CPU or CUDA torch."""
 
 import posixpath
 import re
-import subprocess
-import sys
 import tomllib
 
 from rag_assets_tests.docker.deployment import (
@@ -16,8 +14,6 @@ from rag_assets_tests.docker.deployment import (
     dockerfile_instructions,
     option,
 )
-
-SCRIPT = DOCKER_DIR / "pyproject_requirements.py"
 
 
 def index_of(predicate) -> int:
@@ -46,25 +42,19 @@ def pyproject_dependencies() -> list[str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args, str(REPO / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_the_image_is_python_3_11_slim():
     assert dockerfile_instructions()[0] == ("FROM", "python:3.11-slim")
 
 
-def test_dependencies_are_installed_from_pyproject_alone_before_the_source_is_copied():
-    copy_pyproject = index_of(lambda k, a: k == "COPY" and "pyproject.toml" in a)
-    install_deps = index_of(lambda k, a: k == "RUN" and "pip install -r" in a)
+def test_dependencies_are_installed_from_the_lock_alone_before_the_source_is_copied():
+    copy_lock = index_of(lambda k, a: k == "COPY" and "docker/requirements.lock" in a)
+    install_deps = index_of(lambda k, a: k == "RUN" and "-r deps/requirements.lock" in a)
     copy_source = index_of(lambda k, a: k == "COPY" and "rag_assets" in copy_sources_and_target(a)[0])
     install_project = index_of(lambda k, a: k == "RUN" and "pip install --no-deps ." in a)
-    assert copy_pyproject < install_deps < copy_source < install_project
+    assert copy_lock < install_deps < copy_source < install_project
+    _, install = dockerfile_instructions()[install_deps]
+    assert "pip install --require-hashes --no-deps -r deps/requirements.lock" in install
+    assert install.rstrip().endswith("pip check")
     # The dependency layer sees no source file, so editing the code never invalidates it.
     for keyword, arguments in dockerfile_instructions()[: install_deps + 1]:
         if keyword == "COPY":
@@ -73,9 +63,10 @@ def test_dependencies_are_installed_from_pyproject_alone_before_the_source_is_co
 
 def test_torch_comes_first_from_the_wheel_index_the_build_chooses_cpu_by_default():
     assert dockerfile_env()["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    _, install = dockerfile_instructions()[index_of(lambda k, a: k == "RUN" and "pip install -r" in a)]
+    _, install = dockerfile_instructions()[index_of(lambda k, a: k == "RUN" and "deps/torch.txt" in a)]
     torch_install = install.index('pip install --index-url "${TORCH_INDEX}" -r deps/torch.txt')
-    assert torch_install < install.index("pip install -r deps/project.txt")
+    assert torch_install < install.index("-r deps/requirements.lock")
+    assert copied_files()["/opt/dagster/app/deps/torch.txt"] == "docker/torch.txt"
 
 
 def test_compose_builds_a_cuda_image_for_the_gpu_worker_from_the_same_dockerfile():
@@ -91,26 +82,14 @@ def test_dagster_libraries_are_pinned_to_the_release_paired_with_dagster():
     major, minor, patch = dagster_pin.removeprefix("dagster==").split(".")
     assert major == "1"
     library_version = f"0.{int(minor) + 16}.{patch}"  # dagster 1.13.27 <-> libraries 0.29.27
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     pins = dict(
-        re.fullmatch(r"([\w-]+)(?:\[[\w,]+\])?==(\S+)", line).groups()
-        for line in (DOCKER_DIR / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        re.fullmatch(r"([\w-]+)(?:\[[\w,]+\])?==(\S+)", requirement).groups()
+        for name in ("celery", "k8s", "postgres")
+        for requirement in extras[name]
     )
-    assert pins == {"dagster-postgres": library_version, "dagster-celery": library_version}
-    assert "dagster-celery[redis]" in (DOCKER_DIR / "requirements.txt").read_text()
-
-
-def test_the_requirements_script_splits_torch_from_the_other_dependencies():
-    only, rest = run_script("--only", "torch"), run_script("--exclude", "torch")
-    assert only.returncode == rest.returncode == 0, only.stderr + rest.stderr
-    dependencies = pyproject_dependencies()
-    assert only.stdout.splitlines() == [d for d in dependencies if re.match(r"torch\b", d)]
-    assert rest.stdout.splitlines() == [d for d in dependencies if not re.match(r"torch\b", d)]
-
-
-def test_the_requirements_script_fails_when_it_selects_nothing():
-    result = run_script("--only", "no-such-package")
-    assert result.returncode == 2 and "no dependency selected" in result.stderr
+    assert pins == dict.fromkeys(("dagster-celery", "dagster-k8s", "dagster-postgres"), library_version)
+    assert extras["celery"] == [f"dagster-celery[redis]=={library_version}"]
 
 
 def test_every_file_a_compose_command_names_is_copied_into_the_image():
@@ -123,8 +102,7 @@ def test_every_file_a_compose_command_names_is_copied_into_the_image():
     assert named == {"/opt/dagster/app/docker/workspace.yaml", "/opt/dagster/app/docker/celery.yaml"}
     for path in named:
         assert files[path] == "docker/" + posixpath.basename(path)
-    sources_file = services["code_location"]["environment"]["RAG_SOURCES_FILE"]
-    assert files[sources_file] == "sources.yaml"
+    # The sources file is not among them: compose.yaml mounts it from the host (test_compose.py).
 
 
 def test_the_build_context_keeps_every_path_the_dockerfile_copies():

@@ -39,9 +39,39 @@ def test_out_of_memory_in_a_forward_pass_halves_the_batch_and_completes(referenc
     assert embedder.stats.batch_sizes == [5] * 8
 
 
-def test_bf16_agrees_with_fp32(reference):
-    vectors = Embedder("all-MiniLM-L6-v2", device="cpu", precision="bf16").embed(TEXTS)
-    assert float((vectors * reference).sum(axis=1).mean()) > 0.99
+@pytest.mark.parametrize(("precision", "weights"), [("bf16", "bfloat16"), ("bf16-autocast", "float32")])
+def test_bf16_casts_the_weights_or_autocasts_and_both_agree_with_fp32(reference, precision, weights):
+    embedder = Embedder("all-MiniLM-L6-v2", device="cpu", precision=precision)
+    vectors = embedder.embed(TEXTS)
+    assert {str(p.dtype) for p in embedder.model.parameters()} == {f"torch.{weights}"}
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    cosines = (vectors * reference).sum(axis=1)
+    assert float(cosines.mean()) >= 0.999 and float(cosines.min()) > 0.99
+
+
+def test_the_embedding_cache_is_kept_per_precision_path_chunking_and_collections_per_model(tmp_path):
+    from rag_assets.resources.embedder import EmbedderResource
+
+    def resource(precision: str) -> EmbedderResource:
+        return EmbedderResource(
+            model="all-MiniLM-L6-v2", device="cpu", precision=precision, cache_dir=str(tmp_path)
+        )
+
+    paths, fingerprints = set(), set()
+    for precision in ("fp32", "bf16", "bf16-autocast"):
+        cache = resource(precision).open_cache()
+        paths.add(cache.path)
+        cache.close()
+        fingerprints.add(resource(precision).chunking_fingerprint())
+    assert len(paths) == 3 and len(fingerprints) == 1
+    assert Embedder("all-MiniLM-L6-v2", precision="bf16").vectors_identity.endswith("-bf16")
+
+
+def test_an_unknown_precision_is_refused_naming_the_choices():
+    with pytest.raises(
+        ValueError, match=r"EMBEDDING_PRECISION='bf8': expected one of auto, fp32, bf16, fp16"
+    ):
+        _ = Embedder("all-MiniLM-L6-v2", device="cpu", precision="bf8").precision
 
 
 def test_identity_changes_with_the_weights(tmp_path):

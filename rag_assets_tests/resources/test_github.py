@@ -141,3 +141,11 @@ def test_the_resource_builds_its_reader_from_its_configuration():
     built = GitHubResource(timeout_seconds=5, retry_attempts=2, retry_base_seconds=0.5).reader()
 
     assert built == GitHubReader(timeout_seconds=5, policy=RetryPolicy(2, 0.5), transport=None)
+
+
+def test_resolve_commit_is_one_request_for_the_bare_sha():
+    github = GitHubShapes("acme/frob", FILES)
+
+    assert reader(github).resolve_commit(source()) == github.sha
+    [request] = github.requests
+    assert request.headers["accept"] == "application/vnd.github.sha"

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import redis
 from celery import Celery
@@ -137,3 +138,24 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+
+
+def step_records(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """Per step: the Celery worker that ran it, the pid of its process, and its start and end times."""
+    steps: dict[str, dict] = {}
+    for record in instance.all_logs(run_id, of_type={*STEP_EVENTS, dg.DagsterEventType.ENGINE_EVENT}):
+        if not record.step_key:
+            continue
+        event, step = record.dagster_event, steps.setdefault(record.step_key, {})
+        if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
+            worker = event.engine_event_data.metadata.get("Celery worker")
+            if worker is not None:  # dagster-celery's "Executing steps ... in celery worker"
+                step["worker"] = worker.value.split("@")[0]
+        elif event.event_type == dg.DagsterEventType.STEP_START:
+            step.update(start=record.timestamp, pid=event.pid)
+        else:
+            step["end"] = record.timestamp
+    return steps

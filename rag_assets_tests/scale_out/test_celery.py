@@ -10,7 +10,6 @@ and which process ran each step; Milvus Lite is then read by this process, anoth
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -20,18 +19,14 @@ from dagster._core.execution.api import create_execution_plan
 
 from rag_assets.core.chunking import PARALLEL_MIN_PAGES
 from rag_assets.definitions import INGEST_CELERY_JOB, defs
-from rag_assets.executors import CELERY_BACKEND_ENV, CELERY_BROKER_ENV, CPU_QUEUE, GPU_QUEUE
-from rag_assets.instance import ensure_pools
+from rag_assets.executors import CPU_QUEUE, GPU_QUEUE
 from rag_assets.partitions import source_partitions
 from rag_assets_tests.assets.test_ingestion_local import expected_chunks
 from rag_assets_tests.conftest import milvus_rows, write_sources
 from rag_assets_tests.scale_out.celery_workers import (
-    DEFAULT_REDIS_URL,
     ROOT,
-    dedicated_redis,
-    start_worker,
+    step_records,
     stop_process_group,
-    wait_until_ready,
     with_venv_on_path,
 )
 
@@ -40,50 +35,6 @@ pytestmark = [pytest.mark.needs_service, pytest.mark.timeout(300)]
 RUN_SECONDS = 180
 GPU_STEP, WRITE_STEP = "embeddings", "milvus_collection"
 STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
-
-
-@pytest.fixture
-def broker(env, monkeypatch):
-    """The test's own Redis database as Celery broker and result backend, for every process here."""
-    url = os.environ.get("RAG_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    with dedicated_redis(url):
-        for name in (CELERY_BROKER_ENV, CELERY_BACKEND_ENV):
-            monkeypatch.setenv(name, url)
-            env[name] = url
-        yield url
-
-
-@pytest.fixture
-def shared_instance(env):
-    """The instance every process of the test shares, its schema and pools created here, once,
-    before workers and runs start: several processes creating a schema at once would race."""
-    with dg.DagsterInstance.get() as instance:
-        ensure_pools(instance)
-
-
-@pytest.fixture
-def workers(broker, shared_instance, env, workdir):
-    """A cpu worker (queue `dagster`, two pool processes) and a gpu worker (queue `gpu`), as documented."""
-    tag = uuid.uuid4().hex[:6]
-    started = []
-    try:
-        started.append(
-            start_worker(
-                CPU_QUEUE,
-                f"cpu-{tag}",
-                {**os.environ, **env},
-                workdir / "cpu_worker.log",
-                ("--concurrency=2",),
-            )
-        )
-        started.append(
-            start_worker(GPU_QUEUE, f"gpu-{tag}", {**os.environ, **env}, workdir / "gpu_worker.log")
-        )
-        wait_until_ready(broker, started)
-        yield {w.queue: w for w in started}
-    finally:
-        for worker in started:
-            stop_process_group(worker.process)
 
 
 def write_many_pages(folder: Path, count: int) -> None:
@@ -117,24 +68,6 @@ def launch_run(source: str, env: dict[str, str], log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def step_records(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
-    """Per step: the Celery worker that ran it, the pid of its process, and its start and end times."""
-    steps: dict[str, dict] = {}
-    for record in instance.all_logs(run_id, of_type={*STEP_EVENTS, dg.DagsterEventType.ENGINE_EVENT}):
-        if not record.step_key:
-            continue
-        event, step = record.dagster_event, steps.setdefault(record.step_key, {})
-        if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
-            worker = event.engine_event_data.metadata.get("Celery worker")
-            if worker is not None:  # dagster-celery's "Executing steps ... in celery worker"
-                step["worker"] = worker.value.split("@")[0]
-        elif event.event_type == dg.DagsterEventType.STEP_START:
-            step.update(start=record.timestamp, pid=event.pid)
-        else:
-            step["end"] = record.timestamp
-    return steps
 
 
 def one_at_a_time(windows: list[dict]) -> bool:

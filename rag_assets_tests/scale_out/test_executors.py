@@ -12,6 +12,7 @@ import yaml
 from dagster._core.execution.api import create_execution_plan
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster_celery.cli import get_config_value_from_yaml
+from dagster_celery.defaults import task_default_queue
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
@@ -26,12 +27,16 @@ from rag_assets.executors import (
     CELERY_BACKEND_ENV,
     CELERY_BROKER_ENV,
     CELERY_CONFIG,
+    CELERY_QUEUE_TAG,
     CPU_QUEUE,
     CPU_STEP_RESOURCES,
     GPU_NODE_SELECTOR,
     GPU_QUEUE,
     WORKER_INCLUDES,
+    celery_integration_executor,
     celery_worker_command,
+    k8s_integration_executor,
+    resolved_config,
 )
 
 DOCKER_DIR = Path(__file__).parents[2] / "docker"
@@ -54,6 +59,13 @@ def executor_config(job_name: str) -> dict:
     return ResolvedRunConfig.build(defs.resolve_job_def(job_name), {}).execution.execution_engine_config
 
 
+def integration_config(job_name: str) -> dict:
+    """What the job's executor hands dagster-celery / dagster-k8s when a run starts (with no run config)."""
+    assert executor_config(job_name) == {}  # nothing to configure at launch: Materialize works as is
+    load = {INGEST_CELERY_JOB: celery_integration_executor, INGEST_K8S_JOB: k8s_integration_executor}
+    return resolved_config(load[job_name]())
+
+
 # --- Celery ---
 
 
@@ -67,7 +79,7 @@ def test_the_scale_out_jobs_run_the_same_steps_as_ingest_job(celery_env):
 
 def test_a_celery_run_and_its_workers_read_the_broker_from_the_same_variables(celery_env):
     assert get_config_value_from_yaml(str(DOCKER_DIR / "celery.yaml")) == CELERY_CONFIG
-    config = executor_config(INGEST_CELERY_JOB)
+    config = integration_config(INGEST_CELERY_JOB)
     assert (
         config["broker"] == "redis://broker.example:6379/0"
         and config["backend"] == "redis://broker.example:6379/1"
@@ -78,6 +90,10 @@ def test_only_the_embedding_step_goes_to_the_gpu_queue(celery_env):
     queues = {s.key: s.tags.get(DAGSTER_CELERY_QUEUE_TAG, CPU_QUEUE) for s in steps_of(INGEST_CELERY_JOB)}
     assert queues.pop(GPU_STEP) == GPU_QUEUE == "gpu"
     assert set(queues.values()) == {CPU_QUEUE} == {"dagster"}
+
+
+def test_the_queue_names_are_dagster_celerys_own():
+    assert CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG and task_default_queue == CPU_QUEUE
 
 
 def test_the_worker_commands_listen_on_their_queue_and_the_gpu_worker_runs_one_task_at_a_time():
@@ -110,7 +126,7 @@ def step_pods() -> dict:
     `dagster-k8s/config` tag, then the executor's `per_step_k8s_config` for the op. (The run's own
     container context, from the Helm deployment, comes first and is empty here.)
     """
-    config = executor_config(INGEST_K8S_JOB)
+    config = integration_config(INGEST_K8S_JOB)
     pods = {}
     for step in steps_of(INGEST_K8S_JOB):
         context = K8sContainerContext(

@@ -45,16 +45,34 @@ def _restore_signals() -> None:
 class DagsterDev:
     """One `dagster dev -w workspace.yaml` on 127.0.0.1, run from the repository root."""
 
-    def __init__(self, *, home: Path, env: dict[str, str], log_path: Path, port: int | None = None):
+    def __init__(
+        self,
+        *,
+        home: Path,
+        env: dict[str, str],
+        log_path: Path,
+        port: int | None = None,
+        command: list[str] | None = None,
+        cwd: Path = REPO,
+        stderr_path: Path | None = None,
+    ):
+        """`command` replaces `python -m dagster dev ...` (e.g. `rag-assets ui --port PORT`, which finds
+        its instance itself: DAGSTER_HOME is then not set, and `home` is where it is expected); stderr goes
+        to `stderr_path` when given, else into the log."""
         self.home = home
-        self.env = {**env, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        self.env = {**env, "PYTHONUNBUFFERED": "1"}
+        if command is None:
+            self.env["DAGSTER_HOME"] = str(home)
         self.log_path = log_path
+        self.stderr_path = stderr_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.command = command
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "DagsterDev":
-        command = [
+        command = self.command or [
             sys.executable,
             "-m",
             "dagster",
@@ -66,13 +84,13 @@ class DagsterDev:
             "-p",
             str(self.port),
         ]
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "wb") as log, open(self.stderr_path or os.devnull, "wb") as errors:
             self.process = subprocess.Popen(
                 command,
-                cwd=REPO,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors if self.stderr_path else subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=_restore_signals,
@@ -137,6 +155,18 @@ class DagsterDev:
         return self.wait_until(
             f"run {run_id} to finish", lambda: (s := status()) in TERMINAL_STATUSES and s, timeout
         )
+
+    def signal_and_wait(self, sig: int, timeout: float) -> list[int]:
+        """Send `sig` to dagster dev alone (as a supervisor would) and wait until its whole process group
+        has exited; returns the pids still alive at the deadline (none: it stopped cleanly)."""
+        group = self.process.pid
+        os.kill(group, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _live_members(group):
+            self._reap()
+            time.sleep(0.2)
+        self._reap()
+        return _live_members(group)
 
     def stop(self) -> list[int]:
         """Stop the whole process group; return the pids that had to be killed outside it (should be none)."""

@@ -109,6 +109,20 @@ class GitHubReader:
             transport=self.transport,
         )
 
+    def resolve_commit(self, source: GitHubSource) -> str:
+        """The 40-hex commit SHA that source.ref points to now (one request, under the retry policy)."""
+        owner, name = source.owner_and_name
+        what = f"source {source.name!r}: resolving {source.repo}@{source.ref}"
+        with self._client(source) as client:
+            response = self.policy.send(
+                lambda: client.get(
+                    f"/repos/{owner}/{name}/commits/{source.ref}", headers={"Accept": SHA_MEDIA_TYPE}
+                ),
+                what=what,
+            )
+        _raise_for_status(response, what)
+        return _checked_sha(response.text.strip(), what)
+
     def _commit_info(self, source: GitHubSource, client: httpx.Client) -> CommitInfo:
         """The commit source.ref points to now and its committer date (one request, JSON media type)."""
         owner, name = source.owner_and_name

@@ -1,0 +1,191 @@
+"""The CLI against a real Milvus server, `MILVUS_URI=http://127.0.0.1:PORT` in its environment as the README
+shows it: a cold ingest, a warm one that writes nothing, a deleted page losing its rows while
+`rag-assets search` runs beside the ingest (Milvus Lite admits one process per file; a server does
+not), and a model swap moving the serving alias.
+
+One server for the session (conftest.py) and one cold ingest for this module; each test reads the
+state it starts from, so each holds on its own. Run them with `pytest -m milvus_server`.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rag_assets.collections import family
+from rag_assets.resources.milvus import MilvusStore
+from rag_assets.settings import Settings
+from rag_assets_tests.conftest import SAMPLE_DOCS, milvus_rows, write_sources
+from rag_assets_tests.evaluation.helpers import collections, model_collection, serving
+from rag_assets_tests.test_incremental import perturbed_copy_of_minilm
+
+pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
+
+QUESTION = "which variable points at the Milvus server?"
+UNSET = ("DAGSTER_HOME", "MILVUS_TOKEN", "EMBEDDING_MODEL", "GITHUB_TOKEN")
+COLUMNS = ("pages", "chunks", "embedded", "written", "deleted")
+COMMAND_TIMEOUT_SECONDS = 600
+
+
+@dataclass
+class Deployment:
+    """A data folder, a sources file with one local source (`notes`), and a collection of its own."""
+
+    env: dict[str, str]
+    docs: Path
+    cold: subprocess.CompletedProcess | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rag_assets.cli", *args]
+
+    def cli(self, *args: str, **overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(*args),
+            env={**self.env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+        )
+
+    def rows(self) -> dict[str, dict]:
+        return milvus_rows(self.settings, "notes")
+
+
+def counts(stdout: str, source: str = "notes") -> dict[str, int]:
+    """The summary table's numbers for one source."""
+    [line] = [line for line in stdout.splitlines() if line.split()[:1] == [source]]
+    return dict(zip(COLUMNS, map(int, line.split()[1:6])))
+
+
+@pytest.fixture(scope="module")
+def deployment(milvus_server_url, tmp_path_factory) -> Deployment:
+    workdir = tmp_path_factory.mktemp("server-deployment")
+    docs = Path(shutil.copytree(SAMPLE_DOCS, workdir / "docs"))
+    write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs)}])
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(
+        MILVUS_URI=milvus_server_url,
+        MILVUS_COLLECTION=f"rag_test_{uuid.uuid4().hex[:10]}",
+        RAG_DATA_DIR=str(workdir / "data"),
+        RAG_SOURCES_FILE=str(workdir / "sources.yaml"),
+    )
+    deployment = Deployment(env, docs)
+    deployment.cold = deployment.cli("ingest")
+    yield deployment
+    _drop(deployment.settings)
+
+
+def _drop(settings: Settings) -> None:
+    """Leave nothing on the server: the alias, then every collection behind it."""
+    store = MilvusStore(settings.milvus_uri, settings.collection)
+    try:
+        if settings.collection in store.client.list_aliases().get("aliases", []):
+            store.client.drop_alias(settings.collection)
+        for name in family(store.client, settings.collection):
+            store.client.drop_collection(name)
+    finally:
+        store.close()
+
+
+def test_cold_ingest_writes_every_chunk_to_the_server(deployment, milvus_server_url):
+    cold, settings = deployment.cold, deployment.settings
+    assert cold.returncode == 0, cold.stderr
+
+    written = counts(cold.stdout)
+    assert written["chunks"] > 0 and written["written"] == written["embedded"] == written["chunks"]
+    assert f"collection {settings.collection!r} at {milvus_server_url}" in cold.stdout
+    a = model_collection(settings)
+    assert f"serving {settings.collection!r} -> {a}" in cold.stdout and serving(settings) == a
+    rows = deployment.rows()
+    assert len(rows) == written["chunks"]
+    assert {r["path"] for r in rows.values()} == {p.name for p in deployment.docs.glob("*.md")}
+
+
+def test_warm_reingest_embeds_and_writes_nothing(deployment):
+    before = deployment.rows()
+
+    warm = deployment.cli("ingest")
+
+    assert warm.returncode == 0, warm.stderr
+    numbers = counts(warm.stdout)
+    assert numbers["chunks"] == len(before) > 0
+    assert (numbers["embedded"], numbers["written"], numbers["deleted"]) == (0, 0, 0)
+    assert deployment.rows() == before
+
+
+def test_a_deleted_page_loses_its_rows_while_searches_run_beside_the_ingest(deployment):
+    before = deployment.rows()
+    page = deployment.docs / "searching.md"
+    page_ids = {i for i, r in before.items() if r["path"] == page.name}
+    assert page_ids
+    page.unlink()
+
+    ingest = subprocess.Popen(
+        deployment.command("ingest"),
+        env=deployment.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    searches, deadline = [], time.monotonic() + COMMAND_TIMEOUT_SECONDS
+    try:
+        while ingest.poll() is None and time.monotonic() < deadline:  # back to back until it ends
+            started = time.time()
+            search = deployment.cli("search", QUESTION, "--json", "-k", "3")
+            searches.append((started, time.time(), search))
+        stdout, stderr = ingest.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
+    finally:
+        ingest.kill()
+
+    assert ingest.returncode == 0, stderr
+    assert counts(stdout)["deleted"] == len(page_ids) and counts(stdout)["written"] == 0
+    assert set(deployment.rows()) == set(before) - page_ids
+    assert searches and all(s.returncode == 0 and s.stdout.count('"score"') == 3 for _, _, s in searches), [
+        s.stderr[-2000:] for _, _, s in searches
+    ]
+    write_start, write_end = write_step_window(deployment.settings)
+    assert any(start < write_end and end > write_start for start, end, _ in searches), (
+        f"no search overlapped the write step ({write_start:.1f}-{write_end:.1f}): "
+        f"{[(round(s), round(e)) for s, e, _ in searches]}"
+    )
+
+
+def write_step_window(settings: Settings) -> tuple[float, float]:
+    """When the latest ingest run's `milvus_collection` step started and succeeded (epoch seconds)."""
+    instance = dg.DagsterInstance.from_config(str(settings.data_dir / "dagster_home"))
+    try:
+        [run] = instance.get_runs(filters=dg.RunsFilter(job_name="ingest_job"), limit=1)
+        events = instance.all_logs(
+            run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+        )
+        times = [e.timestamp for e in events if e.step_key == "milvus_collection"]
+    finally:
+        instance.dispose()
+    return min(times), max(times)
+
+
+def test_a_model_swap_moves_the_serving_alias_on_the_server(deployment, tmp_path):
+    settings_a = deployment.settings
+    a = model_collection(settings_a)
+    assert serving(settings_a) == a
+    model_b = str(perturbed_copy_of_minilm(tmp_path / "model-b"))
+
+    swap = deployment.cli("ingest", EMBEDDING_MODEL=model_b)
+
+    assert swap.returncode == 0, swap.stderr
+    settings_b = Settings.from_env({**deployment.env, "EMBEDDING_MODEL": model_b})
+    b = model_collection(settings_b)
+    assert f"serving {settings_a.collection!r} -> {b} (moved from {a}: complete and evaluated)" in swap.stdout
+    assert serving(settings_b) == b
+    assert a in collections(settings_b)  # kept for rollback
