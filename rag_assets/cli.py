@@ -5,24 +5,29 @@ import json
 import sys
 from pathlib import Path
 
-from rag_assets.settings import Settings
+from rag_assets.settings import Settings, SettingsError, milvus_token
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:  # before anything heavy is imported: a setting that cannot work fails at once
+        settings = Settings.from_env()
+    except SettingsError as error:
+        for line in str(error).splitlines():
+            print(f"rag-assets: error: {line}", file=sys.stderr)
+        return 2
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.errors import IngestFailed
+    from rag_assets.resources.milvus import MilvusUnavailable
     from rag_assets.sources import SourcesFileError
 
+    # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
+    # line says which and what to do). Exit 1: a run failed (rag_assets/ingest.py).
     try:
-        return args.handler(args, Settings.from_env())
-    except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError) as error:
+        return args.handler(args, settings)
+    except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
         print(f"rag-assets: error: {error}", file=sys.stderr)
         return 2
-    except IngestFailed as error:
-        print(f"rag-assets: ingest failed: {error}", file=sys.stderr)
-        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,14 +144,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args, settings: Settings) -> int:
+    import contextlib
+
     from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
+    from rag_assets.console import ProgressDisplay
+    from rag_assets.errors import IngestFailed
+    from rag_assets.preflight import check_local_folders, check_milvus
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
-    names = [find_source(sources, n).name for n in args.source] if args.source else [s.name for s in sources]
+    selected = [find_source(sources, n) for n in args.source] if args.source else sources
+    names = [s.name for s in selected]
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
-    selected = [find_source(sources, n) for n in names]
+    # Preflight (rag_assets/preflight.py), before anything is fetched or embedded; Milvus is asked
+    # only when there is something to write.
+    check_local_folders(settings, selected)
+    settings.check_runtime()
     skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force)
     for unchanged in skipped:  # rag_assets/change_detection.py: no run, no import of the pipeline
         print(unchanged.describe())
@@ -154,6 +168,7 @@ def _ingest(args, settings: Settings) -> int:
     if not names and not stored_sources(settings.artifacts_dir) - listed:
         print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
         return 0
+    check_milvus(settings)
     from rag_assets.ingest import run_ingest
     from rag_assets.instance import cli_instance
 
@@ -164,23 +179,38 @@ def _ingest(args, settings: Settings) -> int:
         for removed in remove_unlisted_sources(settings, instance):
             print(removed.describe(settings.sources_file))
         return 0
-    summaries = run_ingest(
-        settings,
-        instance,
-        names,
-        verbose=args.verbose,
-        on_reclaimed=_say_reclaimed,
-        on_removed=lambda removed: print(removed.describe(settings.sources_file)),
-    )
+    display = contextlib.nullcontext() if args.verbose else ProgressDisplay()
+    try:
+        with display:
+            summaries = run_ingest(
+                settings,
+                instance,
+                names,
+                verbose=args.verbose,
+                on_reclaimed=_say_reclaimed,
+                on_removed=lambda removed: print(removed.describe(settings.sources_file)),
+                on_warning=lambda line: print(f"rag-assets: warning: {line}", file=sys.stderr),
+            )
+    except IngestFailed as failed:
+        if failed.summaries:
+            record_successes(settings, failed.summaries, fingerprints)
+            _print_summaries(failed.summaries)
+        for failure in failed.failures:
+            print(f"rag-assets: {failure.describe()}", file=sys.stderr)
+        return 1
     record_successes(settings, summaries, fingerprints)
+    _print_summaries(summaries)
+    print(f"collection {settings.collection!r} at {settings.milvus_uri}")
+    print(_serving_line(instance, names[-1]))
+    return 0
+
+
+def _print_summaries(summaries) -> None:
     columns = ["pages", "chunks", "embedded", "written", "deleted"]
     print(f"{'source':<24}" + "".join(f"{c:>10}" for c in columns) + f"{'seconds':>10}")
     for summary in summaries:
         cells = "".join(f"{summary.counts.get(c, 0):>10}" for c in columns)
         print(f"{summary.source:<24}{cells}{summary.seconds:>10.1f}")
-    print(f"collection {settings.collection!r} at {settings.milvus_uri}")
-    print(_serving_line(instance, names[-1]))
-    return 0
 
 
 def _serving_line(instance, source: str) -> str:
@@ -228,7 +258,10 @@ def _search(args, settings: Settings) -> int:
         raise ValueError("give a query, or --queries-file")
     if args.k < 1:
         raise ValueError("-k must be at least 1")
-    store = MilvusStore(settings.milvus_uri, settings.collection, token=_env_token(settings))
+    settings.check_runtime()
+    store = MilvusStore(
+        settings.milvus_uri, settings.collection, token=milvus_token(settings.milvus_token_env)
+    )
     try:
         if store.dimension() is None:
             raise ValueError(
@@ -348,6 +381,7 @@ def _prune_cache(args, settings: Settings) -> int:
 
     from rag_assets.resources.embedder import EmbedderResource
 
+    settings.check_runtime()
     resource = EmbedderResource(model=settings.embedding_model, cache_dir=str(settings.cache_dir))
     keep = set()
     for path in sorted((settings.artifacts_dir / "chunks").glob("*.parquet")):
@@ -386,12 +420,6 @@ def _bench(args, settings: Settings) -> int:
     if args.out:
         write_report(report, args.out)
     return 0
-
-
-def _env_token(settings: Settings) -> str:
-    import os
-
-    return os.environ.get(settings.milvus_token_env, "")
 
 
 def _print_hits(query: str, hits: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """The composition root: assets, resources, IO managers, jobs and sensors, bound to the settings."""
 
-import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -9,7 +10,6 @@ from rag_assets.assets.freshness import FRESHNESS_CHECK_JOB, sources_are_fresh
 from rag_assets.assets.retrieval_eval import eval_queries, retrieval_eval
 from rag_assets.assets.serving_collection import serving_collection
 from rag_assets.checks import ingestion_checks
-from rag_assets.core.retry import RetryPolicy
 from rag_assets.executors import celery_executor_from_env, executor_for, k8s_executor
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
@@ -39,11 +39,10 @@ def build_resources(settings: Settings) -> dict:
         model=settings.embedding_model,
         token_env=settings.milvus_token_env,
     )
-    retry = RetryPolicy.from_env(dict(os.environ))  # RAG_RETRY_*: one policy for every fetcher
-    retry_config = {
-        "retry_attempts": retry.attempts,
-        "retry_base_seconds": retry.base_seconds,
-        "retry_max_wait_seconds": retry.max_wait_seconds,
+    retry_config = {  # RAG_RETRY_*: one policy for every fetcher
+        "retry_attempts": settings.retry_attempts,
+        "retry_base_seconds": settings.retry_base_seconds,
+        "retry_max_wait_seconds": settings.retry_max_wait_seconds,
     }
     return {
         "sources": SourcesResource(path=str(settings.sources_file)),
@@ -67,7 +66,9 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """Everything the code location serves. `resources` replace those of build_resources by key (a test
+    passes an already loaded embedder this way); without them, the resources follow the settings."""
     # sources_are_fresh reads instance metadata only: it runs in its own job and schedule, not as a
     # step of every ingest run (one more pod per run on Kubernetes).
     ingest_selection = dg.AssetSelection.groups(INGESTION_GROUP) - dg.AssetSelection.checks(sources_are_fresh)
@@ -119,7 +120,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         ],
-        resources=build_resources(settings),
+        resources={**build_resources(settings), **(resources or {})},
         # RAG_EXECUTOR: ingest_job, the other jobs, the sensors' and schedules' runs and the UI's
         # Materialize all run their steps where it says (in this process, on Celery, on Kubernetes).
         executor=executor_for(settings.executor),

@@ -1,5 +1,28 @@
 """Errors the CLI reports in its own words, importable without Dagster."""
 
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """One source of a failed run: the step that failed, its error (one line) and what to do."""
+
+    source: str
+    step: str
+    error: str
+    hint: str
+    log_file: Path
+
+    def describe(self) -> str:
+        hint = f" {self.hint}." if self.hint else ""
+        return f"source {self.source!r}: step {self.step} failed: {self.error}.{hint} Log: {self.log_file}"
+
 
 class IngestFailed(RuntimeError):
-    """A run failed; the message is the step's own error."""
+    """Runs failed: one `SourceFailure` per failed source; `summaries` of the sources that succeeded."""
+
+    def __init__(self, failures: list[SourceFailure], summaries: list):
+        super().__init__("\n".join(f.describe() for f in failures))
+        self.failures = failures
+        self.summaries = summaries

@@ -2,8 +2,6 @@
 no write, no torch; any change to what its rows depend on brings the full run back."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,17 +9,7 @@ from rag_assets import change_detection as changes
 from rag_assets.settings import Settings
 from rag_assets.sources import load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
-
-
-def rag_assets(*args: str, env: dict, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *python_flags, "-m", "rag_assets.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from rag_assets_tests.helpers import milvus_rows, rag_assets, write_sources
 
 
 def imported(stderr: str) -> set[str]:

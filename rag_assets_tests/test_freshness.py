@@ -6,19 +6,13 @@ from datetime import datetime
 
 import dagster as dg
 import httpx
+import pytest
 
 from rag_assets.core.freshness import SourceFreshness
 from rag_assets.definitions import INGEST_JOB, build_definitions
 from rag_assets.ingest import QUIET_RUN_CONFIG, run_ingest
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import write_sources
-
-
-def latest_metadata(instance, asset: str, partition: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+from rag_assets_tests.helpers import latest_metadata, write_sources
 
 
 def test_staleness_is_the_write_lag_or_how_long_failing_runs_kept_a_change_waiting():
@@ -63,6 +57,7 @@ def test_github_write_records_commit_time_searchable_time_and_numeric_lag(settin
     assert abs(datetime.fromisoformat(written["searchable_at"]).timestamp() - (commit_time + lag)) <= 1
 
 
+@pytest.mark.slow
 def test_check_warns_for_the_source_whose_runs_keep_failing_past_its_limit(
     settings, instance, workdir, docs_folder
 ):

@@ -19,7 +19,6 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from rag_assets.core.pages import PageStats
@@ -29,19 +28,13 @@ from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import MilvusStore, quote
 from rag_assets.sources import GitHubSource, SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
 from rag_assets_tests.resources.github_shapes import GitHubShapes
 from rag_assets_tests.sensors.helpers import skip_message, tick
 
 OK_PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun the installer twice.\n"
 GOOD_FILES = {"docs/index.md": "# Good\n\nA good page.\n\n## Usage\n\nUse it well.\n"}
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        yield server
 
 
 @pytest.fixture
@@ -256,6 +249,7 @@ def test_header_record_of_20_mb_is_a_clear_error_without_reading_it(github):
 # -- End to end: a hostile source beside a good one ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hostile_source_lands_only_its_safe_pages_and_a_good_source_beside_it_lands_whole(
     settings, instance, github, marker, workdir, monkeypatch
 ):
@@ -291,9 +285,9 @@ def test_hostile_source_lands_only_its_safe_pages_and_a_good_source_beside_it_la
         ("docs/index.md", "Good"),
         ("docs/index.md", "Good › Usage"),
     }
-    metadata = raw_pages_metadata(instance, "hostile")
+    metadata = latest_metadata(instance, "raw_pages", "hostile")
     counts = {
-        k: metadata[k].value
+        k: metadata[k]
         for k in ("pages", "unsafe_skipped", "binary_skipped", "decoded_with_replacement", "empty_pages")
     }
     assert counts == {
@@ -311,13 +305,6 @@ def _inside(path, *roots) -> bool:
     where torch keeps its caches, checked for hostile names by marker_files)."""
     resolved = Path(os.fsdecode(path)).resolve()
     return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
-
-
-def raw_pages_metadata(instance: dg.DagsterInstance, source: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[source]), limit=1
-    ).records
-    return record.asset_materialization.metadata
 
 
 # -- Bad input that fails a run: a clear message, and nothing lost -----------------------------------
@@ -338,6 +325,7 @@ def other_folder(workdir: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row(
     settings, instance, docs_folder, other_folder
 ):
@@ -374,6 +362,7 @@ def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row
     assert milvus_rows(settings, "other") == before["other"]
 
 
+@pytest.mark.slow
 def test_on_empty_delete_empties_a_source_with_no_pages_and_leaves_the_other_alone(
     settings, instance, docs_folder, other_folder
 ):
@@ -479,7 +468,8 @@ def test_repo_with_path_tricks_is_rejected_and_never_reaches_the_http_layer(sett
 def test_run_of_a_source_with_a_path_trick_fails_before_any_request(settings, instance, github):
     write_sources(settings.sources_file, [github_source(github, "frob", "a/b/../../c", ref="%2e%2e")])
 
-    with pytest.raises(IngestFailed, match=r"field 'repo'.*\n.*field 'ref'"):
+    # The sources file is read (and refused) before any run starts: nothing is fetched.
+    with pytest.raises(SourcesFileError, match=r"field 'repo'.*\n.*field 'ref'"):
         run_ingest(settings, instance, ["frob"])
     assert github.requests == []
 

@@ -1,29 +1,20 @@
 """Incremental ingestion: only new or edited text reaches the model, and only changed rows are written."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
-import dagster as dg
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 
-from rag_assets.core.model_files import resolve_model_dir
 from rag_assets.ingest import run_ingest
 from rag_assets.resources.embedder import Embedder
 from rag_assets.resources.milvus import MilvusStore
-from rag_assets_tests.conftest import milvus_rows, write_sources
-
-
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
-    [record] = instance.fetch_materializations(
-        records_filter=dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
-        limit=1,
-    ).records
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+from rag_assets_tests.helpers import (
+    cli,
+    latest_metadata,
+    milvus_rows,
+    perturbed_copy_of_minilm,
+    write_sources,
+)
 
 
 @pytest.fixture
@@ -33,6 +24,7 @@ def notes(settings, instance, docs_folder):
     return docs_folder
 
 
+@pytest.mark.slow
 def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(settings, instance, notes):
     before = milvus_rows(settings, "notes")
     page = notes / "configuration.md"
@@ -59,6 +51,7 @@ def test_editing_one_section_embeds_and_writes_only_that_sections_chunks(setting
     assert not any("is the data directory" in r["text"] for r in milvus_rows(settings, "notes").values())
 
 
+@pytest.mark.slow
 def test_renaming_a_file_reembeds_nothing(settings, instance, notes):
     (notes / "searching.md").rename(notes / "finding.md")
 
@@ -70,6 +63,7 @@ def test_renaming_a_file_reembeds_nothing(settings, instance, notes):
     assert summary.counts["written"] == summary.counts["deleted"] > 0
 
 
+@pytest.mark.slow
 def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes):
     run_ingest(settings, instance, ["notes"])
 
@@ -84,6 +78,7 @@ def test_no_change_makes_no_forward_pass_and_no_write(settings, instance, notes)
     assert latest_metadata(instance, "chunks", "notes")["pages_chunked"] == 0
 
 
+@pytest.mark.slow
 def test_switching_the_model_never_reuses_the_other_models_vectors(
     settings, instance, notes, workdir, monkeypatch
 ):
@@ -112,40 +107,19 @@ def test_switching_the_model_never_reuses_the_other_models_vectors(
     assert np.allclose(row["vector"], expected, atol=2e-2)
 
 
-def perturbed_copy_of_minilm(folder):
-    """A second, genuinely different model: MiniLM with one weight matrix nudged."""
-    shutil.copytree(resolve_model_dir("all-MiniLM-L6-v2"), folder)
-    weights = load_file(folder / "model.safetensors")
-    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
-    weights[name] = weights[name] * 1.5
-    save_file(weights, folder / "model.safetensors")
-    return folder
-
-
 def search(query: str) -> list[dict]:
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", "search", query, "--json"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=120,
-    )
+    result = cli("search", query, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_prune_cache_keeps_exactly_the_vectors_current_chunks_use(settings, instance, notes):
     (notes / "searching.md").unlink()
     run_ingest(settings, instance, ["notes"])
     live = len(milvus_rows(settings, "notes"))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", "prune-cache"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=120,
-    )
+    result = cli("prune-cache")
 
     assert result.returncode == 0, result.stderr
     assert f"kept {live} vectors, removed 3" in result.stdout  # searching.md had three sections

@@ -4,7 +4,6 @@ and what it left out (`limit_hit`)."""
 
 from pathlib import Path
 
-import dagster as dg
 import httpx
 import pandas as pd
 import pytest
@@ -16,17 +15,10 @@ from rag_assets.ingest import run_ingest
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import SourceLimits, SourcesFileError, WebSource, load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
 
 MiB, GiB = 1024 * 1024, 1024**3
-README = Path(__file__).parents[1] / "README.md"
-
-
-def metadata(instance: dg.DagsterInstance, asset: str, source: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[source]), limit=1
-    ).records
-    return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+SOURCES_DOC = Path(__file__).parents[1] / "docs" / "sources.md"  # "Limits and empty sources"
 
 
 def folder(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -55,7 +47,7 @@ def test_limits_default_to_the_documented_values(tmp_path):
         max_file_bytes=10 * MiB, max_pages=50_000, max_chunks=500_000, max_total_bytes=4 * GiB
     )
     assert source.on_empty == "keep"
-    documented = README.read_text()
+    documented = SOURCES_DOC.read_text()
     for default in ("`10485760` (10 MiB)", "`50000`", "`500000`", "`4294967296` (4 GiB)", "`keep`"):
         assert default in documented
 
@@ -176,7 +168,7 @@ def test_max_pages_keeps_the_first_pages_and_records_how_many_were_not_read(sett
     run_ingest(settings, instance, ["notes"])
 
     assert {r["path"] for r in milvus_rows(settings, "notes").values()} == {"p1.md", "p2.md", "p3.md"}
-    recorded = metadata(instance, "raw_pages", "notes")
+    recorded = latest_metadata(instance, "raw_pages", "notes")
     assert (
         recorded["limit_hit"] == "max_pages=3 reached; 2 pages not read" and recorded["pages_not_read"] == 2
     )
@@ -206,6 +198,7 @@ def test_cap_chunks_keeps_whole_pages_in_order_and_says_what_it_left_out():
     assert unchanged is frame and no_reason == ""
 
 
+@pytest.mark.slow
 def test_max_chunks_keeps_whole_pages_and_records_the_cut(settings, instance, workdir):
     root = folder(
         workdir / "docs",
@@ -219,7 +212,7 @@ def test_max_chunks_keeps_whole_pages_and_records_the_cut(settings, instance, wo
     run_ingest(settings, instance, ["notes"])
 
     assert sorted(r["heading"] for r in milvus_rows(settings, "notes").values()) == ["A", "A › Part 1"]
-    recorded = metadata(instance, "chunks", "notes")
+    recorded = latest_metadata(instance, "chunks", "notes")
     assert (
         recorded["limit_hit"] == "max_chunks=3 reached; 3 chunks of 2 pages not kept"
         and recorded["dagster/row_count"] == 2
@@ -265,7 +258,7 @@ def test_max_total_bytes_stops_a_github_archive_and_the_run_records_why(settings
         run_ingest(settings, instance, ["bomb"])
 
     assert {r["path"] for r in milvus_rows(settings, "bomb").values()} == {"a.md"}
-    recorded = metadata(instance, "raw_pages", "bomb")
+    recorded = latest_metadata(instance, "raw_pages", "bomb")
     assert (
         recorded["limit_hit"]
         == f"max_total_bytes={4 * MiB} reached after 1 pages; the rest of the archive not read"

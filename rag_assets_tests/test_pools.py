@@ -1,50 +1,18 @@
 """Pool `gpu` = 1: embedding steps of runs launched at once in separate processes never overlap."""
 
 import os
-import random
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from rag_assets.instance import ensure_pools
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, step_window, write_distinct_docs, write_sources
 
-WORDS = [
-    "model",
-    "vector",
-    "chunk",
-    "source",
-    "page",
-    "heading",
-    "index",
-    "search",
-    "query",
-    "batch",
-    "token",
-    "commit",
-]
-
-
-def write_distinct_docs(folder: Path, name: str, pages: int = 6, sections: int = 12) -> None:
-    """Pages of text no other source shares, so nothing comes from the embedding cache."""
-    rng = random.Random(name)
-    folder.mkdir(parents=True)
-    for page in range(pages):
-        body = [f"# {name} page {page}\n"]
-        for section in range(sections):
-            sentence = " ".join(rng.choice(WORDS) for _ in range(120))
-            body.append(f"## Section {section}\n\n{name} {page}.{section}: {sentence}.\n")
-        (folder / f"page{page}.md").write_text("\n".join(body))
-
-
-def step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
-    events = instance.all_logs(
-        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
-    )
-    times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step_key}
-    return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
+# Ingest processes started together, each importing dagster and torch: on 2 cores they wait for each
+# other; their own deadline is 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_embedding_steps_of_concurrent_runs_never_overlap(settings, env, workdir):

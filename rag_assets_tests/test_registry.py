@@ -3,12 +3,13 @@ deletes a removed source's rows and files (and nothing of any other source), and
 definition or an edited local folder gets a run for that source alone. Runs are executed for real."""
 
 import dagster as dg
+import pytest
 
 from rag_assets.assets import ingestion_assets
 from rag_assets.definitions import build_resources
 from rag_assets.ingest import run_ingest
 from rag_assets.sensors.source_cleanup import PARQUET_ASSETS, SOURCE_CLEANUP_JOB
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
     apply_partition_requests,
     cursor_of,
@@ -44,6 +45,7 @@ def two_sources(workdir, docs_folder) -> tuple[dict, dict]:
     return local("notes", docs_folder), local("guide", guide)
 
 
+@pytest.mark.slow
 def test_added_sources_become_partitions_and_removed_ones_lose_partition_rows_and_files(
     settings, instance, workdir, docs_folder
 ):
@@ -88,6 +90,7 @@ def test_cleanup_spares_a_source_that_is_back_in_the_file(settings, instance, wo
     assert milvus_rows(settings, "guide") == before
 
 
+@pytest.mark.slow
 def test_a_run_under_way_when_its_source_is_removed_does_not_write_it_and_the_cleanup_removes_it(
     settings, instance, workdir, docs_folder
 ):
@@ -129,6 +132,7 @@ def test_changed_definition_requests_a_run_for_that_source_only(settings, instan
     assert skip_message(tick(settings, instance, "sources_sensor", cursor_of(changed)))
 
 
+@pytest.mark.slow
 def test_edited_local_file_requests_a_run_for_just_that_source_and_the_run_updates_its_rows(
     settings, instance, workdir, docs_folder
 ):

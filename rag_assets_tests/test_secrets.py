@@ -3,9 +3,7 @@ cursor, file or error message ever holds them, not even when the run fails after
 
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +13,7 @@ from dagster._serdes import serialize_value
 from rag_assets.definitions import build_resources
 from rag_assets.sources import SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import rag_assets, write_sources
 from rag_assets_tests.sensors.helpers import cursor_of, skip_message, tick
 
 GITHUB_TOKEN = "ghp_SecretTestToken0123456789abcdefABCDEFxyz"
@@ -24,10 +22,10 @@ FILES = {"docs/index.md": "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        server.required_token = GITHUB_TOKEN
-        yield server
+def github(github):
+    """The loopback GitHub server, refusing any request without the token."""
+    github.required_token = GITHUB_TOKEN
+    return github
 
 
 def github_source(github: FakeGitHub) -> dict:
@@ -39,16 +37,6 @@ def github_source(github: FakeGitHub) -> dict:
         "include": ["docs/**/*.md"],
         "api_url": github.url,
     }
-
-
-def rag_assets(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def instance_records(instance: dg.DagsterInstance) -> list[str]:
@@ -68,6 +56,8 @@ def files_holding(secret: str, root: Path) -> list[Path]:
     return [path for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # three `rag-assets ingest` processes, one after another
 def test_tokens_appear_nowhere_after_a_good_run_and_two_runs_that_fail_after_authenticating(
     env, settings, instance, github, workdir
 ):

@@ -7,11 +7,8 @@ import dagster as dg
 import pytest
 
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import milvus_rows, write_sources
 from rag_assets_tests.evaluation.helpers import model_collection, serving
-from rag_assets_tests.evaluation.test_model_swap import rows_in
-from rag_assets_tests.test_cli import rag_assets
-from rag_assets_tests.test_incremental import perturbed_copy_of_minilm
+from rag_assets_tests.helpers import milvus_rows, perturbed_copy_of_minilm, rag_assets, rows_in, write_sources
 
 
 def local(name: str, folder) -> dict:

@@ -16,7 +16,8 @@ from rag_assets.core.chunking import (
     chunk_pages_reporting,
 )
 from rag_assets.core.diffing import diff_chunks
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.core.progress import Reporter
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.sources import SourcesResource
@@ -49,11 +50,12 @@ def chunks(
     is logged and recorded as `limit_hit`.
     """
     fingerprint = embedder.chunking_fingerprint()
+    progress = Reporter("chunks", "pages", sum(len(p) for p in raw_pages.values()), log=context.log.info)
     frames = {}
     for key, pages in raw_pages.items():
         started = time.perf_counter()
         previous = parquet_io_manager.load_previous(context.asset_key, key)
-        frame, rechunked, problems = chunk_source(key, pages, previous, embedder, fingerprint)
+        frame, rechunked, problems = chunk_source(key, pages, previous, embedder, fingerprint, progress)
         for path, (problem, error) in problems.items():
             what = "chunked as plain text" if problem == PARSED_AS_TEXT else "left out"
             context.log.warning(f"source {key!r}: page {path!r} could not be parsed, {what}: {error}")
@@ -79,6 +81,7 @@ def chunks(
             },
             partition_key=key,
         )
+    progress.finish()
     return frames
 
 
@@ -88,6 +91,7 @@ def chunk_source(
     previous: pd.DataFrame | None,
     embedder: EmbedderResource,
     fingerprint: str,
+    progress: Reporter | None = None,
 ) -> tuple[pd.DataFrame, int, dict[str, tuple[str, str]]]:
     """The source's chunk frame, in page order, how many pages had to be chunked afresh, and the
     pages whose markup failed (path -> (PARSED_AS_TEXT or NOT_CHUNKED, the error))."""
@@ -100,6 +104,8 @@ def chunk_source(
     else:
         kept = pd.DataFrame(columns=[*CHUNK_COLUMNS, "chunker"])
     todo = pages[~pages["path"].isin(set(kept["path"]))]
+    if progress:
+        progress.advance(len(pages) - len(todo), reused=True)
     results = chunk_pages_reporting(
         source,
         [PageToChunk(p.path, p.text, p.format) for p in todo.itertuples(index=False)],
@@ -107,6 +113,7 @@ def chunk_source(
         max_tokens=embedder.chunk_token_limit,
         overlap_tokens=embedder.chunk_overlap_tokens,
         workers=os.cpu_count() or 1,
+        on_page=progress.advance if progress else None,
     )
     fresh = [
         {

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from rag_assets.core.chunking import embedding_input
+from rag_assets.core.progress import Reporter
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 
@@ -38,6 +39,8 @@ def embeddings(
     """
     model = embedder.get()
     cache = embedder.open_cache()
+    # Chunks embedded of all chunks of the step, tokens/s and ETA: in the run log about every 10 s.
+    progress = Reporter("embeddings", "chunks", sum(len(f) for f in chunks.values()), log=context.log.info)
     try:
         frames = {}
         for key, frame in chunks.items():
@@ -45,7 +48,7 @@ def embeddings(
                 time.perf_counter(),
                 (model.stats.tokens, model.stats.batches, model.stats.seconds),
             )
-            vectors, hits = embed_with_cache(model, cache, frame)
+            vectors, hits = embed_with_cache(model, cache, frame, progress)
             frames[key] = pd.DataFrame(
                 {
                     "id": frame["id"],
@@ -75,12 +78,15 @@ def embeddings(
                 },
                 partition_key=key,
             )
+        progress.finish()
         return frames
     finally:
         cache.close()
 
 
-def embed_with_cache(model, cache, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
+def embed_with_cache(
+    model, cache, frame: pd.DataFrame, progress: Reporter | None = None
+) -> tuple[np.ndarray, int]:
     """Vectors for a chunk frame; only texts missing from the cache reach the model."""
     hashes = list(frame["content_hash"])
     known = cache.get_many(hashes)
@@ -89,8 +95,11 @@ def embed_with_cache(model, cache, frame: pd.DataFrame) -> tuple[np.ndarray, int
         for h, heading, text in zip(hashes, frame["heading"], frame["text"])
         if h not in known
     }
+    if progress:
+        progress.advance(len(hashes) - len(missing), reused=True)
     if missing:
-        fresh = model.embed(list(missing.values()))
+        on_batch = (lambda texts, tokens: progress.advance(texts, tokens=tokens)) if progress else None
+        fresh = model.embed(list(missing.values()), on_batch=on_batch)
         computed = dict(zip(missing, fresh))
         cache.put_many(computed)
         known.update(computed)

@@ -8,7 +8,8 @@ import pandas as pd
 from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.core.diffing import diff_pages
 from rag_assets.core.pages import PAGE_COLUMNS, PageStats
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.core.progress import Reporter
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers import ReadResult, SourceReader
@@ -58,13 +59,14 @@ def raw_pages(
         "web": web.reader(),
     }
     frames, failed = {}, {}
+    progress = Reporter("raw_pages", "pages fetched", log=context.log.info)
     for key in context.partition_keys:
         started = time.perf_counter()
         forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         try:
             source = sources.get(key)
-            result = readers[source.kind].read(source, previous)
+            result = readers[source.kind].read(source, previous, progress)
         except Exception as error:  # one source's failure is its own: the others of the run go on
             failed[key] = error
             frames[key] = previous if previous is not None else pd.DataFrame(columns=PAGE_COLUMNS)
@@ -81,6 +83,7 @@ def raw_pages(
         )
     if failed and len(failed) == len(frames):  # nothing left to write: the step fails as the source did
         raise next(iter(failed.values()))
+    progress.finish()
     return frames
 
 

@@ -22,7 +22,7 @@ from rag_assets.core.evaluation import (
     score_ranks,
     stable_sample,
 )
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.evaluation import EvaluationResource

@@ -13,6 +13,7 @@ cannot be chunked is left out; `chunk_pages_reporting` says which, and why.
 
 import multiprocessing
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -178,6 +179,7 @@ def chunk_pages(
     max_tokens: int,
     overlap_tokens: int = 0,
     workers: int = 1,
+    on_page: Callable[[], None] | None = None,
 ) -> list[list[Chunk]]:
     """The chunks of each page, in page order (see `chunk_pages_reporting`)."""
     return [
@@ -189,6 +191,7 @@ def chunk_pages(
             max_tokens=max_tokens,
             overlap_tokens=overlap_tokens,
             workers=workers,
+            on_page=on_page,
         )
     ]
 
@@ -201,21 +204,30 @@ def chunk_pages_reporting(
     max_tokens: int,
     overlap_tokens: int = 0,
     workers: int = 1,
+    on_page: Callable[[], None] | None = None,
 ) -> list[ChunkedPage]:
     """The chunks of each page, in page order, split over `workers` processes when there are many pages.
 
     This is where the "many CPU workers" of the design live: parsing and tokenizing are CPU-bound
     Python, so processes (not threads) share the work; each worker loads the tokenizer once.
+    `on_page` is called as each page's chunks arrive (progress).
     """
+    tell = on_page or (lambda: None)
     args = (str(model_dir), max_tokens, overlap_tokens)
     if workers <= 1 or len(pages) < PARALLEL_MIN_PAGES:
         _init_worker(*args)
-        return [_chunk_one(source, page) for page in pages]
+        return [_told(_chunk_one(source, page), tell) for page in pages]
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=args) as pool:
-        return list(
-            pool.map(_chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8)))
+        results = pool.map(
+            _chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8))
         )
+        return [_told(result, tell) for result in results]
+
+
+def _told(result, tell: Callable[[], None]):
+    tell()
+    return result
 
 
 _WORKER_CHUNKER: Chunker | None = None

@@ -53,3 +53,24 @@ def max_seq_length(model_dir: Path) -> int:
         if value:
             return int(value)
     return FALLBACK_MAX_SEQ_LENGTH
+
+
+def embedding_dimension(model_dir: Path) -> int | None:
+    """The length of the model's vectors, read from its sentence-transformers module configs (the last
+    Dense layer's `out_features`, else the pooling width), without loading it; None when they do not
+    say (the caller then loads the model)."""
+    modules_file = model_dir / "modules.json"
+    if not modules_file.exists():
+        return None
+    dimension = None
+    for module in json.loads(modules_file.read_text()):
+        config_file = model_dir / module.get("path", "") / "config.json"
+        if not module.get("path") or not config_file.exists():
+            continue
+        config = json.loads(config_file.read_text())
+        if "out_features" in config:
+            dimension = int(config["out_features"])
+        elif "word_embedding_dimension" in config:
+            modes = sum(1 for key, on in config.items() if key.startswith("pooling_mode_") and on is True)
+            dimension = int(config["word_embedding_dimension"]) * max(modes, 1)
+    return dimension

@@ -13,6 +13,7 @@ import pandas as pd
 from rag_assets.collections import model_properties, point_alias, serving_target
 from rag_assets.core.fitting import fit_rows
 from rag_assets.core.freshness import freshness_metadata
+from rag_assets.core.progress import Reporter
 from rag_assets.resources.milvus import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
@@ -36,6 +37,7 @@ class MilvusIOManager(dg.ConfigurableIOManager):
         store = self.milvus.open()
         identity = self.milvus.model_identity
         properties = model_properties(self.milvus.model, identity) if identity else None
+        progress = Reporter("milvus_collection", "rows written", log=context.log.info)
         try:
             for source, rows in obj.items():
                 _check_model(source, rows, identity)
@@ -50,7 +52,7 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                 dimension = len(rows["vector"].iloc[0]) if len(rows) else store.dimension()
                 if dimension:
                     store.ensure_collection(dimension, properties)
-                result = self._sync(store, source, rows)
+                result = self._sync(store, source, rows, progress)
                 searchable_at = time.time()  # sync_source flushed: the rows are searchable from now on
                 context.log.info(f"{source}: {result}")
                 _add_partition_metadata(
@@ -79,11 +81,18 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                     "written"
                 )
         finally:
+            progress.finish()
             store.close()
 
-    def _sync(self, store: MilvusStore, source: str, rows: pd.DataFrame) -> SyncResult:
+    def _sync(self, store: MilvusStore, source: str, rows: pd.DataFrame, progress: Reporter) -> SyncResult:
         if len(rows):
-            return store.sync_source(source, rows, batch_rows=self.batch_rows, batch_bytes=self.batch_bytes)
+            return store.sync_source(
+                source,
+                rows,
+                batch_rows=self.batch_rows,
+                batch_bytes=self.batch_bytes,
+                on_batch=progress.advance,
+            )
         # No rows: a source that became empty under `on_empty: delete` (raw_pages refuses it otherwise).
         deleted = store.delete_source(source)
         if deleted:

@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,13 +28,12 @@ from rag_assets.core.batching import padded_length, plan_batches, run_halving_on
 from rag_assets.core.chunking import CHUNKER_VERSION, Chunker
 from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
 from rag_assets.resources.embedding_cache import EmbeddingCache
+from rag_assets.settings import PRECISIONS
 
 DEFAULT_CPU_BATCH_TOKENS = 8192
 DEFAULT_CUDA_BATCH_TOKENS = 131072
 LENGTH_MULTIPLE = 16  # batches are padded to a multiple of this: few shapes, see plan_batches
 TRIM_EVERY_BATCHES = 16
-# EMBEDDING_PRECISION: `bf16`/`fp16` cast the weights, `-autocast` runs fp32 weights under autocast.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "bf16-autocast", "fp16-autocast")
 
 
 @dataclass
@@ -147,8 +147,9 @@ class Embedder:
         limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
         return Chunker(self.tokenizer, limit, overlap_tokens)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, in input order."""
+    def embed(self, texts: list[str], on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, in input order. `on_batch(texts, tokens)` is
+        called after each forward batch (progress)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         started = time.perf_counter()
@@ -166,6 +167,8 @@ class Embedder:
                 if number + 1 < len(batches):
                     pending = tokenizing.submit(self._features, [texts[i] for i in batches[number + 1]])
                 vectors[batch] = self._forward_with_halving(batch, texts, features)
+                if on_batch:
+                    on_batch(len(batch), sum(lengths[i] for i in batch))
                 if number % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
                     release_free_heap()
         release_free_heap()

@@ -4,13 +4,13 @@
 import dagster as dg
 import httpx
 
-from rag_assets.core.retry import (
+from rag_assets.resources.readers.github import DEFAULT_TIMEOUT_SECONDS, GitHubReader
+from rag_assets.resources.retry import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BASE_SECONDS,
     DEFAULT_MAX_WAIT_SECONDS,
     RetryPolicy,
 )
-from rag_assets.resources.readers.github import DEFAULT_TIMEOUT_SECONDS, GitHubReader
 
 
 class GitHubResource(dg.ConfigurableResource):

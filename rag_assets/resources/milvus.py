@@ -7,18 +7,21 @@ leaves a source with fewer rows than before.
 Every filter names a source through `quote`, and source names are validated on load.
 """
 
+import contextlib
 import json
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus.exceptions import ConnectionConfigException
 
 from rag_assets.collections import family, model_collection_name, serving_target
+from rag_assets.settings import milvus_token
 
 TEXT_MAX_BYTES = 65535
 ROW_FIELDS = ["id", "source", "path", "url", "heading", "text", "content_hash", "commit", "model", "vector"]
@@ -51,6 +54,55 @@ def quote(value: str) -> str:
     )  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
 
 
+class MilvusUnavailable(RuntimeError):
+    """Milvus cannot be used at all (unreachable, refused the token, Lite file held elsewhere): one line."""
+
+
+class MilvusLiteBusy(MilvusUnavailable):
+    """The Milvus Lite file is open in another process; Lite admits one process per file."""
+
+
+@contextlib.contextmanager
+def _lite_start_failures():
+    """Collect why Milvus Lite failed to start, instead of letting it log a trace on stderr."""
+    failures: list[BaseException] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            failures.append(record.exc_info[1])
+            return False
+        return True
+
+    logger = logging.getLogger("milvus_lite.server_manager")
+    logger.addFilter(keep)
+    try:
+        yield failures
+    finally:
+        logger.removeFilter(keep)
+
+
+def connect(uri: str, token: str = "") -> MilvusClient:
+    """A client for a Lite file or a server; what stops it is one MilvusUnavailable line that says
+    what to do. `uri` carries no credentials (rag_assets/settings.py), so no message can show any."""
+    with _lite_start_failures() as failures:
+        try:
+            return MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
+        except ConnectionConfigException as error:
+            if any(type(f).__name__ == "DataDirLockedError" for f in failures):
+                raise MilvusLiteBusy(
+                    f"Milvus Lite file {uri} is open in another process (an ingest, a search or a "
+                    "Dagster run); Lite admits one process per file: try again when it is done, or use a "
+                    "Milvus server (MILVUS_URI=http://host:19530) for concurrent readers"
+                ) from None
+            reason = f"{failures[0]}" if failures else error.message
+            raise MilvusUnavailable(f"Milvus Lite could not open {uri}: {reason}") from None
+        except MilvusException as error:
+            raise MilvusUnavailable(
+                f"Milvus at {uri} did not accept the connection: {error.message} (check MILVUS_URI, "
+                "MILVUS_TOKEN and that the server is up)"
+            ) from None
+
+
 @dataclass(frozen=True)
 class SyncResult:
     upserted: int
@@ -70,7 +122,7 @@ class MilvusStore:
         self._lite_path = None if "://" in uri else uri
         if self._lite_path:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
+        self.client = connect(uri, token)
         self.collection = collection
         self.serving = serving
 
@@ -130,7 +182,13 @@ class MilvusStore:
         return rows
 
     def sync_source(
-        self, source: str, rows: pd.DataFrame, *, batch_rows: int, batch_bytes: int
+        self,
+        source: str,
+        rows: pd.DataFrame,
+        *,
+        batch_rows: int,
+        batch_bytes: int,
+        on_batch: Callable[[int], None] | None = None,
     ) -> SyncResult:
         """Make the source's rows in Milvus exactly `rows`: write what changed, then delete what went.
 
@@ -144,6 +202,8 @@ class MilvusStore:
         for batch in _batches(changed, batch_rows, batch_bytes):
             self.client.upsert(self.collection, batch)
             batches += 1
+            if on_batch:
+                on_batch(len(batch))
         stale = sorted(set(stored) - set(rows["id"]))
         for start in range(0, len(stale), batch_rows):
             self.client.delete(self.collection, ids=stale[start : start + batch_rows])
@@ -251,12 +311,12 @@ class MilvusResource(dg.ConfigurableResource):
         """The current model's own collection: where writes go and what the checks look at."""
         serving = self.collection if self.model else None
         return MilvusStore(
-            self.uri, self.model_collection, token=os.environ.get(self.token_env, ""), serving=serving
+            self.uri, self.model_collection, token=milvus_token(self.token_env), serving=serving
         )
 
     def open_serving(self) -> MilvusStore:
         """The serving name: what readers get (the alias resolves in every call)."""
-        return MilvusStore(self.uri, self.collection, token=os.environ.get(self.token_env, ""))
+        return MilvusStore(self.uri, self.collection, token=milvus_token(self.token_env))
 
     @property
     def model_identity(self) -> str | None:

@@ -6,14 +6,14 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
-from rag_assets.core.retry import (
+from rag_assets.resources.readers.crawl import DEFAULT_TIMEOUT_SECONDS, USER_AGENT
+from rag_assets.resources.readers.web import WebReader, cache_path
+from rag_assets.resources.retry import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BASE_SECONDS,
     DEFAULT_MAX_WAIT_SECONDS,
     RetryPolicy,
 )
-from rag_assets.resources.readers.crawl import DEFAULT_TIMEOUT_SECONDS, USER_AGENT
-from rag_assets.resources.readers.web import WebReader, cache_path
 
 
 class WebResource(dg.ConfigurableResource):

@@ -13,10 +13,10 @@ from datetime import datetime
 
 import dagster as dg
 
-from rag_assets.core.retry import RateLimitedError
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers.github import GitHubError
+from rag_assets.resources.retry import RateLimitedError
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.sources import GitHubSource, SourcesFileError
 

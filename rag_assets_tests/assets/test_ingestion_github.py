@@ -4,7 +4,7 @@ import pytest
 
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
 
 FILES = {
     "docs/index.txt": (
@@ -21,12 +21,6 @@ FILES = {
 }
 
 
-@pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        yield server
-
-
 def github_source(github: FakeGitHub, **extra) -> dict:
     return {
         "name": "frob",
@@ -40,6 +34,7 @@ def github_source(github: FakeGitHub, **extra) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_github_source_costs_one_ref_lookup_and_one_tarball(settings, instance, github):
     sha = github.add_repo("acme/frob", FILES)
     write_sources(settings.sources_file, [github_source(github)])
@@ -62,11 +57,11 @@ def test_binary_files_are_skipped_and_counted(settings, instance, github):
     write_sources(settings.sources_file, [github_source(github)])
     run_ingest(settings, instance, ["frob"])
 
-    [event] = instance.fetch_materializations(records_filter=_key("raw_pages"), limit=1).records
-    metadata = event.asset_materialization.metadata
-    assert metadata["binary_skipped"].value == 1 and metadata["pages"].value == 2
+    metadata = latest_metadata(instance, "raw_pages", "frob")
+    assert metadata["binary_skipped"] == 1 and metadata["pages"] == 2
 
 
+@pytest.mark.slow
 def test_new_commit_replaces_the_edited_section_only(settings, instance, github):
     github.add_repo("acme/frob", FILES)
     write_sources(settings.sources_file, [github_source(github)])
@@ -100,9 +95,3 @@ def test_unknown_repository_fails_the_run_and_keeps_stored_rows(settings, instan
         run_ingest(settings, instance, ["frob"])
 
     assert milvus_rows(settings, "frob") == before
-
-
-def _key(name: str):
-    import dagster as dg
-
-    return dg.AssetKey(name)

@@ -1,25 +1,9 @@
 """End to end on a local folder: the four assets materialize and Milvus holds exactly the chunks."""
 
-from pathlib import Path
+import pytest
 
-from rag_assets.core.chunking import Chunker
-from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
-from rag_assets.core.sections import detect_format
 from rag_assets.ingest import run_ingest
-from rag_assets_tests.conftest import milvus_rows, write_sources
-
-
-def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]]:
-    """What the chunker makes of every Markdown file of a folder: id -> (path, heading, text)."""
-    model_dir = resolve_model_dir("all-MiniLM-L6-v2")
-    chunker = Chunker(load_tokenizer(model_dir), max_seq_length(model_dir))
-    expected = {}
-    for path in sorted(folder.rglob("*.md")):
-        relative = path.relative_to(folder).as_posix()
-        text = path.read_text()
-        for chunk in chunker.split_page(source, relative, text, detect_format(relative, text)):
-            expected[chunk.id] = (relative, chunk.heading, chunk.text)
-    return expected
+from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 
 
 def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, docs_folder):
@@ -45,13 +29,14 @@ def test_local_source_lands_in_milvus_as_exactly_its_chunks(settings, instance, 
     assert all(r["url"].startswith("file://") and r["url"].endswith(r["path"]) for r in rows.values())
 
 
-def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder):
+@pytest.mark.slow
+def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    run_ingest(settings, instance, ["notes"])
+    run_ingest(settings, instance, ["notes"], resources=warm(settings))
     before = milvus_rows(settings, "notes")
 
     (docs_folder / "searching.md").unlink()
-    [summary] = run_ingest(settings, instance, ["notes"])
+    [summary] = run_ingest(settings, instance, ["notes"], resources=warm(settings))
 
     after = milvus_rows(settings, "notes")
     gone = {i for i, r in before.items() if r["path"] == "searching.md"}
@@ -60,7 +45,8 @@ def test_deleted_file_loses_its_rows_and_nothing_else(settings, instance, docs_f
     assert summary.counts["deleted"] == len(gone) and summary.counts["written"] == 0
 
 
-def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, workdir):
+@pytest.mark.slow
+def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folder, warm, workdir):
     other = workdir / "other"
     other.mkdir()
     (other / "guide.md").write_text("# Guide\n\nThe other source has its own page.\n")
@@ -71,23 +57,24 @@ def test_two_sources_never_touch_each_others_rows(settings, instance, docs_folde
             {"name": "guide", "kind": "local", "path": str(other)},
         ],
     )
-    run_ingest(settings, instance, ["notes", "guide"])
+    run_ingest(settings, instance, ["notes", "guide"], resources=warm(settings))
     notes_before = milvus_rows(settings, "notes")
 
     (other / "guide.md").unlink()
     (other / "new.md").write_text("# New\n\nReplaced.\n")
-    run_ingest(settings, instance, ["guide"])
+    run_ingest(settings, instance, ["guide"], resources=warm(settings))
 
     assert milvus_rows(settings, "notes") == notes_before
     assert {r["path"] for r in milvus_rows(settings, "guide").values()} == {"new.md"}
 
 
-def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder):
+@pytest.mark.slow
+def test_same_input_twice_gives_identical_ids_and_writes_nothing(settings, instance, docs_folder, warm):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    run_ingest(settings, instance, ["notes"])
+    run_ingest(settings, instance, ["notes"], resources=warm(settings))
     first = milvus_rows(settings, "notes")
 
-    [summary] = run_ingest(settings, instance, ["notes"])
+    [summary] = run_ingest(settings, instance, ["notes"], resources=warm(settings))
 
     assert milvus_rows(settings, "notes") == first
     assert (

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-SAMPLE_DOCS = Path(__file__).parents[2] / "rag_assets" / "sample_docs"
+from rag_assets_tests.helpers import SAMPLE_DOCS
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+]  # every stage of the benchmark; its own deadline is 600 s
 
 
 def snapshot(path: Path, files: dict[str, str]) -> Path:

@@ -56,8 +56,11 @@ STATEFUL_DATA_PATHS = {
 
 
 def variables_the_project_reads() -> set[str]:
+    """What the product reads (rag_assets/testing/ is the tests' own machinery, never deployed)."""
     found = set()
     for path in (REPO / "rag_assets").rglob("*.py"):
+        if "testing" in path.relative_to(REPO / "rag_assets").parts:
+            continue
         for match in _READS.finditer(path.read_text()):
             found.add(next(group for group in match.groups() if group))
     return found

@@ -1,17 +1,12 @@
-"""What the evaluation tests read back: latest metadata, check evaluations, where the alias points."""
+"""What the evaluation tests write and read back: query files, check evaluations, where the alias points."""
+
+import json
 
 import dagster as dg
 
 from rag_assets.definitions import build_resources
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
-
-
-def latest_metadata(instance: dg.DagsterInstance, asset: str, source: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[source]), limit=1
-    ).records
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def latest_check(instance: dg.DagsterInstance, name: str) -> dg.AssetCheckEvaluation:
@@ -41,3 +36,12 @@ def collections(settings: Settings) -> set[str]:
         return set(store.client.list_collections())
     finally:
         store.close()
+
+
+def misleading_queries(settings: Settings) -> None:
+    """A question whose only 'relevant' chunk is one that does not answer it: recall@1 < 1 for sure."""
+    folder = settings.queries_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.jsonl").write_text(
+        json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["Scores"]}) + "\n"
+    )

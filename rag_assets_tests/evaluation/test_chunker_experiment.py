@@ -6,10 +6,12 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from rag_assets.bench.chunkers import ArmChunks, fixed_arm, relevant_chunks, section_bodies, title_queries
 from rag_assets.core.chunking import PageToChunk
 from rag_assets.core.evaluation import Span
-from rag_assets_tests.conftest import SAMPLE_DOCS
+from rag_assets_tests.helpers import SAMPLE_DOCS
 
 PAGE = PageToChunk(
     "guide.md",
@@ -38,6 +40,7 @@ def test_a_window_over_several_sections_answers_each_of_them_and_a_breadcrumb_al
     assert relevant_chunks(heading_only, title_queries([PAGE])[1][0]) == set()
 
 
+@pytest.mark.slow
 def test_the_command_reports_recall_and_mrr_per_arm_on_a_seeded_sample(workdir):
     corpus = workdir / "docs.tar.gz"
     with tarfile.open(corpus, "w:gz") as archive:

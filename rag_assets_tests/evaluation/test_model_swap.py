@@ -5,34 +5,35 @@ Model B is MiniLM with one weight matrix nudged (a genuinely different model the
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.resources.embedder import Embedder
-from rag_assets.resources.milvus import MilvusStore
 from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import milvus_rows, write_sources
-from rag_assets_tests.evaluation.helpers import collections, latest_metadata, model_collection, serving
-from rag_assets_tests.evaluation.test_retrieval_eval import misleading_queries
-from rag_assets_tests.test_incremental import perturbed_copy_of_minilm
+from rag_assets_tests.evaluation.helpers import (
+    collections,
+    misleading_queries,
+    model_collection,
+    serving,
+)
+from rag_assets_tests.helpers import (
+    cli,
+    latest_metadata,
+    milvus_rows,
+    perturbed_copy_of_minilm,
+    rows_in,
+    write_sources,
+)
 
 QUESTION = "which variable points at the Milvus server?"
 
 
 def rag_assets(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "rag_assets.cli", *args],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=300,
-    )
+    result = cli(*args)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -70,6 +71,7 @@ def switch_model(workdir, monkeypatch) -> tuple[Settings, str]:
     return Settings.from_env(), Embedder(str(model_b)).identity
 
 
+@pytest.mark.slow
 def test_a_new_model_serves_only_once_every_source_is_on_it_and_evaluated_and_the_old_one_stays_until_pruned(
     two_sources, instance, workdir, monkeypatch
 ):
@@ -112,6 +114,7 @@ def test_a_new_model_serves_only_once_every_source_is_on_it_and_evaluated_and_th
     assert top_hit(QUESTION)["path"] == "configuration.md"
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_the_evaluation_is_never_served(two_sources, instance, workdir, monkeypatch):
     a = model_collection(two_sources)
     monkeypatch.setenv("RAG_EVAL_K", "1")
@@ -126,6 +129,7 @@ def test_a_model_that_fails_the_evaluation_is_never_served(two_sources, instance
     assert model_collection(settings_b) in collections(settings_b)  # built, measured, refused
 
 
+@pytest.mark.slow
 def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
     two_sources, instance, workdir, monkeypatch, docs_folder
 ):
@@ -144,11 +148,3 @@ def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
     assert milvus_rows(settings_b, "more") == {}  # the served collection (B's)
     assert rows_in(settings_b, a, "more") == []  # and the rollback copy: a rollback must not bring it back
     assert milvus_rows(settings_b, "notes")
-
-
-def rows_in(settings: Settings, collection: str, source: str) -> list[dict]:
-    store = MilvusStore(settings.milvus_uri, collection)
-    try:
-        return store.source_rows(source, ("id",))
-    finally:
-        store.close()

@@ -9,8 +9,13 @@ import pytest
 from rag_assets.assets.retrieval_eval import RECALL_CHECK
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import write_sources
-from rag_assets_tests.evaluation.helpers import latest_check, latest_metadata, model_collection, serving
+from rag_assets_tests.evaluation.helpers import (
+    latest_check,
+    misleading_queries,
+    model_collection,
+    serving,
+)
+from rag_assets_tests.helpers import latest_metadata, write_sources
 
 SAMPLE_TITLES = 18  # distinct section titles of the sample docs (one per chunk)
 
@@ -21,6 +26,7 @@ def notes(settings, docs_folder):
     return docs_folder
 
 
+@pytest.mark.slow
 def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_source(settings, instance, notes):
     run_ingest(settings, instance, ["notes"])
 
@@ -55,15 +61,7 @@ def test_every_ingest_measures_recall_and_mrr_of_the_models_collection_per_sourc
     )  # vectors of unchanged queries are kept
 
 
-def misleading_queries(settings: Settings) -> None:
-    """A question whose only 'relevant' chunk is one that does not answer it: recall@1 < 1 for sure."""
-    folder = settings.queries_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notes.jsonl").write_text(
-        json.dumps({"query": "which variable points at the Milvus server?", "relevant": ["Scores"]}) + "\n"
-    )
-
-
+@pytest.mark.slow
 def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_warns_otherwise(
     notes, instance, monkeypatch
 ):
@@ -90,6 +88,7 @@ def test_a_source_below_the_minimum_recall_fails_its_run_when_blocking_and_only_
     assert not check.passed and check.severity.value == "WARN"
 
 
+@pytest.mark.slow
 def test_a_users_queries_file_is_evaluated_with_the_heading_queries(settings, instance, notes):
     settings.queries_dir.mkdir()
     (settings.queries_dir / "notes.jsonl").write_text(

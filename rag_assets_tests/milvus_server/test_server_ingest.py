@@ -22,9 +22,8 @@ import pytest
 from rag_assets.collections import family
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
-from rag_assets_tests.conftest import SAMPLE_DOCS, milvus_rows, write_sources
 from rag_assets_tests.evaluation.helpers import collections, model_collection, serving
-from rag_assets_tests.test_incremental import perturbed_copy_of_minilm
+from rag_assets_tests.helpers import SAMPLE_DOCS, milvus_rows, perturbed_copy_of_minilm, write_sources
 
 pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
 

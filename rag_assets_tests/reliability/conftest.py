@@ -9,10 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from rag_assets.testing.github_server import FakeGitHub
+from rag_assets_tests.reliability.helpers import DOCKER_INSTANCE
 
-REPO = Path(__file__).parents[2]
-DOCKER_INSTANCE = REPO / "docker" / "dagster.yaml"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RETRY_ATTEMPTS = 3
 
@@ -76,16 +74,24 @@ def postgres_home(env, postgres_database, monkeypatch, workdir) -> Path:
 
 @pytest.fixture
 def fast_retries(monkeypatch) -> int:
-    """The retry policy of every fetcher, with waits of milliseconds (RAG_RETRY_*, read by definitions.py)."""
+    """The retry policy of every fetcher, with waits of milliseconds (RAG_RETRY_*, read by Settings)."""
     monkeypatch.setenv("RAG_RETRY_ATTEMPTS", str(RETRY_ATTEMPTS))
     monkeypatch.setenv("RAG_RETRY_BASE_SECONDS", "0.01")
     return RETRY_ATTEMPTS
 
 
 @pytest.fixture
-def github(fast_retries):
-    with FakeGitHub() as server:
-        yield server
+def settings(env, fast_retries):
+    """The settings, read after the retry variables are set (Settings reads RAG_RETRY_* once)."""
+    from rag_assets.settings import Settings
+
+    return Settings.from_env()
+
+
+@pytest.fixture
+def github(fast_retries, github):
+    """The loopback GitHub server (rag_assets_tests/conftest.py), with fast retries."""
+    return github
 
 
 @pytest.fixture

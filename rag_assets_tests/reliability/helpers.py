@@ -18,6 +18,8 @@ from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
 
 STEP_WAIT_SECONDS = 180
+REPO = Path(__file__).parents[2]
+DOCKER_INSTANCE = REPO / "docker" / "dagster.yaml"
 
 
 def folder_pages(folder: Path) -> dict[str, str]:
@@ -94,15 +96,6 @@ def wait_for_step_start(
                 return run
         time.sleep(0.05)
     raise AssertionError(f"{step_key} did not start within {STEP_WAIT_SECONDS} s")
-
-
-def step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
-    """When a step started and when it succeeded."""
-    events = instance.all_logs(
-        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
-    )
-    times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step_key}
-    return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
 
 
 def slot_holders(instance: dg.DagsterInstance, pool: str) -> set[str]:

@@ -6,8 +6,10 @@ rag_assets_tests/test_pools.py on the SQLite instance and
 test_postgres_instance.py::test_gpu_pool_admits_one_embedding_step_across_processes_on_postgres.
 """
 
+import pytest
+
 from rag_assets.ingest import register_partitions
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import step_window, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,
     expected_rows,
@@ -15,11 +17,12 @@ from rag_assets_tests.reliability.helpers import (
     folder_pages,
     slot_holders,
     start_ingest,
-    step_window,
     stop_group,
 )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # two ingest processes at once on 2 cores; finish() waits up to 300 s
 def test_the_same_source_launched_twice_at_once_converges_without_duplicates(
     settings, env, instance, docs_folder
 ):

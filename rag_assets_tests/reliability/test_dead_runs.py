@@ -20,7 +20,7 @@ from dagster._core.utils import make_new_run_id
 from rag_assets.ingest import run_ingest
 from rag_assets.instance import ensure_pools
 from rag_assets.reclaim import HOST_TAG, PID_STARTED_TAG, PID_TAG, process_tags, reclaim_dead_runs
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,
     expected_rows,
@@ -30,7 +30,6 @@ from rag_assets_tests.reliability.helpers import (
     stop_group,
     wait_for_step_start,
 )
-from rag_assets_tests.test_pools import write_distinct_docs
 
 
 def dead_process_tags() -> dict[str, str]:
@@ -50,6 +49,7 @@ def add_started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
     return run.run_id
 
 
+@pytest.mark.slow
 def test_reclaim_fails_only_runs_of_this_host_whose_process_is_gone_and_frees_their_slots(instance):
     ensure_pools(instance)
     mine = process_tags()
@@ -97,6 +97,7 @@ def cli_instance_kind(request, env) -> str:
     return request.param
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # a regression would block the re-run on the gpu slot forever: fail instead
 def test_run_killed_during_embedding_leaves_old_rows_and_blocks_no_one_and_the_rerun_is_exact(
     settings, env, cli_instance_kind, workdir

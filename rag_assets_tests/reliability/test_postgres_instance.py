@@ -4,24 +4,26 @@ pool `gpu` admits one embedding step at a time across processes (scenario 8 on t
 rag_assets_tests/test_pools.py proves the same on the SQLite instance)."""
 
 import dagster as dg
+import pytest
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from rag_assets.ingest import run_ingest
 from rag_assets.instance import ensure_pools
-from rag_assets_tests.conftest import write_sources
-from rag_assets_tests.reliability.conftest import DOCKER_INSTANCE, REPO
+from rag_assets_tests.helpers import step_window, write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
+    DOCKER_INSTANCE,
+    REPO,
     collection_rows,
     expected_rows,
     finish,
     folder_pages,
     start_ingest,
-    step_window,
     stop_group,
 )
-from rag_assets_tests.test_pools import write_distinct_docs
+
+pytestmark = pytest.mark.slow  # PostgreSQL, and `rag-assets ingest` processes
 
 
 def commented_production_block() -> dict:
@@ -69,6 +71,7 @@ def test_docker_instance_on_postgres_runs_an_ingest_and_keeps_its_history(
         assert fresh.fetch_materializations(dg.AssetKey("milvus_collection"), limit=1).records
 
 
+@pytest.mark.timeout(300)  # two ingest processes at once on 2 cores; finish() waits up to 300 s
 def test_gpu_pool_admits_one_embedding_step_across_processes_on_postgres(
     settings, env, postgres_instance, workdir
 ):

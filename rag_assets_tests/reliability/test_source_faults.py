@@ -4,7 +4,7 @@ milliseconds). Each test ends by comparing the collection with the chunker's exa
 import pytest
 
 from rag_assets.ingest import IngestFailed, run_ingest
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.reliability.helpers import collection_rows, expected_rows
 
 REPO = "acme/frob"
@@ -48,6 +48,7 @@ def ingested_then_pushed(settings, instance, github, source: str) -> None:
     github.push(REPO, NEW)
 
 
+@pytest.mark.slow
 def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_the_rerun_is_exact(
     settings, instance, github, source, fast_retries
 ):
@@ -67,6 +68,7 @@ def test_5xx_beyond_the_retry_budget_fails_keeping_old_rows_and_after_recovery_t
     assert collection_rows(settings, source) == expected_rows(source, NEW)
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, instance, github, source):
     github.fail_next("/tarball/", [(429, {"retry-after": "1"})])
 
@@ -78,6 +80,7 @@ def test_429_with_retry_after_is_waited_out_and_the_run_is_exact(settings, insta
     assert collection_rows(settings, source) == expected_rows(source, OLD)
 
 
+@pytest.mark.slow
 def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact(
     settings, instance, github, source
 ):
@@ -90,6 +93,7 @@ def test_connection_reset_mid_tarball_restarts_the_download_and_the_run_is_exact
     assert collection_rows(settings, source) == expected_rows(source, NEW)
 
 
+@pytest.mark.slow
 def test_corrupt_tarball_fails_clearly_keeps_old_rows_and_the_rerun_after_the_fix_is_exact(
     settings, instance, github, source
 ):

@@ -16,7 +16,7 @@ from rag_assets.assets import ingestion_assets
 from rag_assets.definitions import build_resources
 from rag_assets.ingest import register_partitions, run_ingest
 from rag_assets.io_managers.milvus_io import MilvusIOManager
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.reliability.faults import (
     INJECTED,
     FailingMilvusResource,
@@ -71,6 +71,7 @@ def write_failing(settings, instance, *, verb: str, fail_on: int) -> dg.ExecuteI
     return result
 
 
+@pytest.mark.slow
 def test_milvus_write_failing_part_way_loses_no_row_and_the_rerun_is_exact(settings, instance, docs_folder):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     run_ingest(settings, instance, ["notes"])
@@ -99,6 +100,7 @@ def test_milvus_write_failing_part_way_loses_no_row_and_the_rerun_is_exact(setti
     assert collection_rows(settings, "notes") == new
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", ["cuda", "cpu"])
 def test_out_of_memory_in_embedding_halves_the_batch_and_the_run_is_exact(
     settings, instance, docs_folder, workdir, error

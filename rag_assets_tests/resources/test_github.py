@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from rag_assets.core.retry import RateLimitedError, RetryPolicy
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers.github import GitHubError, GitHubReader
+from rag_assets.resources.retry import RateLimitedError, RetryPolicy
 from rag_assets.sources import GitHubSource
 from rag_assets_tests.resources.github_shapes import GitHubShapes, json_error
 

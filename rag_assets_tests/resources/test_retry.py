@@ -7,24 +7,30 @@ import time
 import httpx
 import pytest
 
-from rag_assets.core.retry import RateLimitedError, RetryPolicy
 from rag_assets.ingest import IngestFailed, run_ingest
-from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets.resources.retry import RateLimitedError, RetryPolicy
+from rag_assets.settings import Settings
+from rag_assets_tests.helpers import milvus_rows, write_sources
 
 TOKEN = "ghp_retryTestToken0123456789abcdefABCDEF"
 FILES = {"docs/index.md": "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun it twice.\n"}
 
 
 @pytest.fixture
-def github(monkeypatch):
+def github(github, monkeypatch):
+    """The loopback GitHub server with acme/frob behind a token, and fast retries."""
     monkeypatch.setenv("RAG_RETRY_BASE_SECONDS", "0.01")
     monkeypatch.setenv("RAG_RETRY_ATTEMPTS", "4")
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    with FakeGitHub() as server:
-        server.required_token = TOKEN
-        server.add_repo("acme/frob", FILES)
-        yield server
+    github.required_token = TOKEN
+    github.add_repo("acme/frob", FILES)
+    return github
+
+
+@pytest.fixture
+def settings(env, github) -> Settings:
+    """Read after `github` set RAG_RETRY_* (Settings reads the environment once)."""
+    return Settings.from_env()
 
 
 def configure(settings, github):
@@ -105,6 +111,7 @@ def test_connection_reset_mid_tarball_restarts_the_download(settings, instance, 
     assert len(milvus_rows(settings, "frob")) == 2
 
 
+@pytest.mark.slow
 def test_source_that_keeps_failing_keeps_its_rows_and_the_error_names_it_without_the_token(
     settings, instance, github
 ):

@@ -4,12 +4,12 @@ duplicates, conditional re-crawls that download nothing unchanged, the page cap,
 import pytest
 
 from rag_assets.core.html_text import html_to_page
-from rag_assets.core.retry import RetryError
 from rag_assets.ingest import run_ingest
+from rag_assets.resources.retry import RetryError
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import WebSource
 from rag_assets.testing.web_server import FakeSite
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, write_sources
 
 
 def html(title: str, body: str, links=(), canonical: str | None = None) -> str:
@@ -147,6 +147,7 @@ def test_page_that_keeps_failing_fails_the_crawl_naming_the_source_and_the_statu
         crawl(settings, site)
 
 
+@pytest.mark.slow
 def test_website_source_lands_in_milvus_as_markdown_sections_with_canonical_urls(settings, instance, site):
     write_sources(settings.sources_file, [web_source(site)])
 

@@ -21,8 +21,7 @@ from rag_assets.core.chunking import PARALLEL_MIN_PAGES
 from rag_assets.definitions import INGEST_CELERY_JOB, defs
 from rag_assets.executors import CPU_QUEUE, GPU_QUEUE
 from rag_assets.partitions import source_partitions
-from rag_assets_tests.assets.test_ingestion_local import expected_chunks
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 from rag_assets_tests.scale_out.celery_workers import (
     ROOT,
     step_records,
@@ -30,7 +29,8 @@ from rag_assets_tests.scale_out.celery_workers import (
     with_venv_on_path,
 )
 
-pytestmark = [pytest.mark.needs_service, pytest.mark.timeout(300)]
+# Redis and two Celery workers start (each importing dagster and torch) before a run goes through them.
+pytestmark = [pytest.mark.slow, pytest.mark.needs_service, pytest.mark.timeout(300)]
 
 RUN_SECONDS = 180
 GPU_STEP, WRITE_STEP = "embeddings", "milvus_collection"

@@ -17,8 +17,7 @@ import pytest
 
 from rag_assets.definitions import INGEST_JOB
 from rag_assets.executors import CPU_QUEUE, GPU_QUEUE
-from rag_assets_tests.assets.test_ingestion_local import expected_chunks
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 from rag_assets_tests.scale_out.celery_workers import (
     ROOT,
     step_records,

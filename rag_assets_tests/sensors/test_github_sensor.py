@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
     apply_partition_requests,
     cursor_of,
@@ -20,12 +20,6 @@ from rag_assets_tests.sensors.helpers import (
 
 TOKEN = "ghp_sensorTestToken0123456789abcdefABCDEF"
 PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun it twice.\n"
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        yield server
 
 
 def github_source(github: FakeGitHub, name: str, repo: str) -> dict:
@@ -105,6 +99,7 @@ def test_exhausted_rate_limit_is_a_skip_that_says_until_when(settings, instance,
     assert runs(limited) == [] and cursor_of(limited) == cursor
 
 
+@pytest.mark.slow
 def test_token_never_appears_in_logs_cursors_run_requests_or_metadata(
     settings, instance, github, monkeypatch, caplog
 ):

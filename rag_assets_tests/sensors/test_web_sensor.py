@@ -3,7 +3,7 @@
 import json
 import time
 
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.sensors.helpers import apply_partition_requests, cursor_of, runs, tick
 
 

@@ -23,10 +23,9 @@ SHA_ACCEPT = {"Accept": "application/vnd.github.sha"}
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub() as server:
-        server.add_repo(REPO, FILES)
-        yield server
+def github(github):
+    github.add_repo(REPO, FILES)
+    return github
 
 
 @pytest.fixture

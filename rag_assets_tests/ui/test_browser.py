@@ -24,11 +24,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG as RANGE_
 from rag_assets.instance import ensure_pools
 from rag_assets.partitions import source_partitions
 from rag_assets.settings import Settings
-from rag_assets_tests.assets.test_ingestion_local import expected_chunks
-from rag_assets_tests.conftest import SAMPLE_DOCS, milvus_rows
+from rag_assets_tests.helpers import SAMPLE_DOCS, expected_chunks, milvus_rows
 from rag_assets_tests.ui.dagster_dev import REPO, DagsterDev
 
-pytestmark = [pytest.mark.needs_service, pytest.mark.timeout(360)]
+# `dagster dev` starts, then a run is launched and followed in the UI: about 90 s on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.needs_service, pytest.mark.timeout(360)]
 
 CHROMIUM = Path(os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -20,7 +20,7 @@ from rag_assets.definitions import build_resources
 from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.resources.milvus import ROW_FIELDS, MilvusStore
-from rag_assets_tests.conftest import milvus_rows, write_sources
+from rag_assets_tests.helpers import milvus_rows, write_sources
 
 MODEL_DIMENSION = 384  # all-MiniLM-L6-v2, the bundled model
 
@@ -99,6 +99,7 @@ def evaluations_in(instance: dg.DagsterInstance) -> dict[str, dg.AssetCheckEvalu
     return {(e := r.event_log_entry.dagster_event.event_specific_data).check_name: e for r in records}
 
 
+@pytest.mark.slow
 def test_a_real_ingest_passes_every_check_with_its_counts(settings, instance, docs_folder):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
 
@@ -205,6 +206,7 @@ def test_rows_match_chunks_names_missing_and_orphan_rows_of_its_source_only(sett
     assert values(checks["rows_match_chunks"])["milvus_rows"] == 3
 
 
+@pytest.mark.slow
 def test_a_collection_of_another_dimension_stops_the_write_at_the_check(settings, instance, docs_folder):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     put_rows(settings, "old_model_source", ["old"], dimension=8)

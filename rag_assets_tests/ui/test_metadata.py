@@ -2,11 +2,12 @@
 
 import dagster as dg
 import pandas as pd
+import pytest
 from markdown_it import MarkdownIt
 
 from rag_assets.assets.chunks import PREVIEW_CHARS, chunk_preview
 from rag_assets.ingest import run_ingest
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import latest_materialization, write_sources
 
 
 def chunk_frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -51,15 +52,13 @@ def test_preview_shows_chunk_text_literally_and_short():
     assert chunk_preview(frame.iloc[:0]) == "*No chunks.*"
 
 
+@pytest.mark.slow
 def test_a_chunks_partition_carries_its_preview_counts_and_token_numbers(settings, instance, docs_folder):
     write_sources(settings.sources_file, [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
 
     run_ingest(settings, instance, ["notes"])
 
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("chunks"), asset_partitions=["notes"]), limit=1
-    ).records
-    metadata = record.asset_materialization.metadata
+    metadata = latest_materialization(instance, "chunks", "notes").metadata
     assert isinstance(metadata["preview"], dg.MarkdownMetadataValue)
     assert "Architecture › The asset graph" in metadata["preview"].value
     assert 0 < metadata["tokens_max"].value <= metadata["token_limit"].value

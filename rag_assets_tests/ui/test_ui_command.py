@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_assets_tests.conftest import write_sources
+from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.ui.dagster_dev import REPO, DagsterDev, free_port
 
 ASSETS = {"raw_pages", "chunks", "embeddings", "milvus_collection", "serving_collection"}

@@ -33,10 +33,10 @@ import httpx
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.html_text import html_to_page, html_to_plain_page, normalize_url
 from rag_assets.core.pages import PageStats, pages_limit_hit, path_selected
-from rag_assets.core.retry import RetryPolicy, TransientResponse, is_transient
 from rag_assets.core.sitemap import MAX_SITEMAP_BYTES, SitemapError, gunzip_bounded, parse_sitemap
 from rag_assets.core.web_cache import CacheEntry, WebCache
 from rag_assets.core.web_scope import Scope
+from rag_assets.resources.retry import RetryPolicy, TransientResponse, is_transient
 from rag_assets.sources import WebSource
 
 DEFAULT_TIMEOUT_SECONDS = 30.0

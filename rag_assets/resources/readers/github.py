@@ -12,7 +12,11 @@ import httpx
 import pandas as pd
 
 from rag_assets.core.pages import Page, PageStats
-from rag_assets.core.retry import (
+from rag_assets.core.progress import Reporter
+from rag_assets.core.sections import detect_format
+from rag_assets.core.tarball import iter_tar_pages
+from rag_assets.resources.readers.protocol import ReadResult, counted, definition_hash, read_result
+from rag_assets.resources.retry import (
     RateLimitedError,
     RetryPolicy,
     TransientResponse,
@@ -20,9 +24,6 @@ from rag_assets.core.retry import (
     is_transient,
     rate_limit_reset,
 )
-from rag_assets.core.sections import detect_format
-from rag_assets.core.tarball import iter_tar_pages
-from rag_assets.resources.readers.protocol import ReadResult, definition_hash, read_result
 from rag_assets.sources import GitHubSource
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -58,7 +59,7 @@ class GitHubReader:
     """GitHub's REST API (or a server that speaks it). Tokens come from the env var a source names.
 
     Each call opens its own client; `transport` replaces the network (httpx.MockTransport in tests).
-    Every request of a read goes through the retry policy (core/retry.py); the sensor's commit check
+    Every request of a read goes through the retry policy (resources/retry.py); the sensor's commit check
     makes exactly one request, because the next tick is its retry.
     """
 
@@ -66,7 +67,9 @@ class GitHubReader:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     transport: httpx.BaseTransport | None = None
 
-    def read(self, source: GitHubSource, previous: pd.DataFrame | None) -> ReadResult:
+    def read(
+        self, source: GitHubSource, previous: pd.DataFrame | None, progress: Reporter | None = None
+    ) -> ReadResult:
         """The selected files at the commit source.ref points to now; `previous` itself when that
         commit and the source's definition are what it holds (nothing is downloaded)."""
         stats = PageStats()
@@ -74,8 +77,10 @@ class GitHubReader:
             info = self._commit_info(source, client)
             version = f"{definition_hash(source)}:{info.sha}"
             if previous is not None and len(previous) and (previous["version"] == version).all():
+                if progress:
+                    progress.advance(len(previous), reused=True)
                 return ReadResult(previous, stats, version, info.committed_at)
-            pages = self._tarball_pages(source, info.sha, client, stats)
+            pages = list(counted(self._tarball_pages(source, info.sha, client, stats), progress))
         rows = [
             {
                 "source": source.name,

@@ -6,8 +6,9 @@ import pandas as pd
 
 from rag_assets.core.local_folder import iter_folder_pages
 from rag_assets.core.pages import PageStats
+from rag_assets.core.progress import Reporter
 from rag_assets.core.sections import detect_format
-from rag_assets.resources.readers.protocol import ReadResult, definition_hash, read_result
+from rag_assets.resources.readers.protocol import ReadResult, counted, definition_hash, read_result
 from rag_assets.sources import LocalSource
 
 
@@ -15,18 +16,19 @@ class LocalReader:
     """Reads the selected files of a folder (core/local_folder.py); a page's `commit` is its file's
     modification time, the source's time is when the reading started."""
 
-    def read(self, source: LocalSource, previous: pd.DataFrame | None) -> ReadResult:
+    def read(
+        self, source: LocalSource, previous: pd.DataFrame | None, progress: Reporter | None = None
+    ) -> ReadResult:
         stats, started = PageStats(), datetime.now(UTC)
         version = f"{definition_hash(source)}:local"
-        pages = list(
-            iter_folder_pages(
-                source.path,
-                include=source.include,
-                exclude=source.exclude,
-                stats=stats,
-                limits=source.limits.read_limits(),
-            )
+        pages = iter_folder_pages(
+            source.path,
+            include=source.include,
+            exclude=source.exclude,
+            stats=stats,
+            limits=source.limits.read_limits(),
         )
+        pages = list(counted(pages, progress))
         rows = [
             {
                 "source": source.name,

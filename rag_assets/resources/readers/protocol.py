@@ -1,6 +1,7 @@
 """What every source reader returns, and the rules all of them share: the page frame (identifiers fit
 their Milvus fields, a path offered twice kept once) and the `on_empty` policy."""
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -9,7 +10,8 @@ import pandas as pd
 
 from rag_assets.core.fitting import fit_identifier
 from rag_assets.core.hashing import content_hash
-from rag_assets.core.pages import PAGE_COLUMNS, NoPagesError, PageStats
+from rag_assets.core.pages import PAGE_COLUMNS, NoPagesError, Page, PageStats
+from rag_assets.core.progress import Reporter
 from rag_assets.resources.milvus import VARCHAR_LIMITS
 
 
@@ -33,9 +35,18 @@ class ReadResult:
 
 
 class SourceReader(Protocol):
-    """Reads one kind of source; `previous` is the frame the last run read, or None."""
+    """Reads one kind of source; `previous` is the frame the last run read, or None. Each page read
+    (or reused) is counted on `progress`, if given."""
 
-    def read(self, source, previous: pd.DataFrame | None) -> ReadResult: ...
+    def read(self, source, previous: pd.DataFrame | None, progress: Reporter | None = None) -> ReadResult: ...
+
+
+def counted(pages: Iterable[Page], progress: Reporter | None) -> Iterator[Page]:
+    """The pages as they come, each counted as fetched."""
+    for page in pages:
+        if progress:
+            progress.advance()
+        yield page
 
 
 def definition_hash(source) -> str:

@@ -8,10 +8,11 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from rag_assets.core.retry import RetryPolicy
+from rag_assets.core.progress import Reporter
 from rag_assets.core.web_cache import WebCache
 from rag_assets.resources.readers.crawl import DEFAULT_TIMEOUT_SECONDS, USER_AGENT, Crawl, CrawlResult
 from rag_assets.resources.readers.protocol import ReadResult, definition_hash, read_result
+from rag_assets.resources.retry import RetryPolicy
 from rag_assets.sources import WebSource
 
 
@@ -30,7 +31,9 @@ class WebReader:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     transport: httpx.BaseTransport | None = None
 
-    def read(self, source: WebSource, previous: pd.DataFrame | None) -> ReadResult:
+    def read(
+        self, source: WebSource, previous: pd.DataFrame | None, progress: Reporter | None = None
+    ) -> ReadResult:
         """Every page of the website as Markdown; a page's `commit` is its validator."""
         result = self.crawl(source)
         version = f"{definition_hash(source)}:web"
@@ -47,7 +50,10 @@ class WebReader:
             }
             for p in result.pages
         ]
-        return read_result(source, rows, result.stats, version, result.fetched_at)
+        read = read_result(source, rows, result.stats, version, result.fetched_at)
+        if progress:
+            progress.advance(len(read.pages))
+        return read
 
     def crawl(self, source: WebSource) -> CrawlResult:
         """One crawl of the website, with the validators the last one saw; saves this one's."""

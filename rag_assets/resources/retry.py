@@ -111,15 +111,6 @@ class RetryPolicy:
 
         return self.call(attempt, what=what, sleep=sleep)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> "RetryPolicy":
-        """RAG_RETRY_ATTEMPTS, RAG_RETRY_BASE_SECONDS, RAG_RETRY_MAX_WAIT_SECONDS, else the defaults."""
-        return cls(
-            attempts=int(env.get("RAG_RETRY_ATTEMPTS", DEFAULT_ATTEMPTS)),
-            base_seconds=float(env.get("RAG_RETRY_BASE_SECONDS", DEFAULT_BASE_SECONDS)),
-            max_wait_seconds=float(env.get("RAG_RETRY_MAX_WAIT_SECONDS", DEFAULT_MAX_WAIT_SECONDS)),
-        )
-
 
 def is_rate_limited(response: httpx.Response) -> bool:
     """403/429 that says "slow down" (GitHub's primary and secondary limits), not "forbidden"."""
