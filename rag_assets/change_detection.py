@@ -181,10 +181,9 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
 def _github_commit(source) -> str | None:
     from rag_assets.resources.github import GitHubResource
 
-    github = GitHubResource(retry_attempts=1)  # one request: a refusal means "run and see"
+    github = GitHubResource(retry_attempts=1).reader()  # one request: a refusal means "run and see"
     try:
-        with github.client(source) as client:
-            return "commit:" + github.resolve_commit(source, client)
+        return "commit:" + github.resolve_commit(source)
     except Exception:  # unreachable or refused: the run reports it in its own words
         return None
 

@@ -23,18 +23,19 @@ import pytest
 from rag_assets.core.chunking import MAX_HEADING_CHARS, Chunker
 from rag_assets.core.fitting import fit_identifier, fit_rows, utf8_size
 from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
-from rag_assets.core.pages import PageStats
 from rag_assets.core.sections import detect_format
 from rag_assets.core.web_scope import Scope
 from rag_assets.ingest import IngestFailed, run_ingest
-from rag_assets.resources.github import GitHubError, GitHubResource
+from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import ROW_FIELDS, VARCHAR_LIMITS, MilvusStore
+from rag_assets.resources.readers.github import GitHubError
 from rag_assets.resources.retry import RetryError
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import GitHubSource, WebSource
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets.testing.web_server import FakeSite
 from rag_assets_tests.helpers import milvus_rows, write_sources
+from rag_assets_tests.resources.github_shapes import GitHubShapes
 
 OK_PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun the installer twice.\n"
 OTHER_PAGE = "# Other\n\nAnother source, ingested beside the bad one.\n"
@@ -96,7 +97,7 @@ def web(site: FakeSite, **extra) -> dict:
 
 def crawl(tmp_path: Path, source: dict, attempts: int = 2):
     resource = WebResource(cache_dir=str(tmp_path / "web"), retry_attempts=attempts, retry_base_seconds=0.01)
-    return resource.crawl(WebSource.model_validate(source))
+    return resource.reader().crawl(WebSource.model_validate(source))
 
 
 # -- Rows that always fit --------------------------------------------------------------------------
@@ -375,11 +376,9 @@ def test_a_crawl_stops_at_its_deadline_and_says_so(tmp_path, site):
 
 
 def read_tarball(github: FakeGitHub, source: dict) -> dict[str, str]:
-    resolved = GitHubSource.model_validate(source)
-    resource = GitHubResource(retry_attempts=2, retry_base_seconds=0.01)
-    with resource.client(resolved) as client:
-        sha = resource.resolve_commit(resolved, client)
-        return {p.path: p.text for p in resource.iter_pages(resolved, sha, client, PageStats())}
+    reader = GitHubResource(retry_attempts=2, retry_base_seconds=0.01).reader()
+    pages = reader.read(GitHubSource.model_validate(source), None).pages
+    return dict(zip(pages["path"], pages["text"], strict=True))
 
 
 def test_a_stalled_tarball_download_is_retried_then_fails_within_its_stall_timeout(github):
@@ -394,16 +393,27 @@ def test_a_stalled_tarball_download_is_retried_then_fails_within_its_stall_timeo
     assert time.monotonic() - started < 3
 
 
-def test_a_trickling_tarball_download_fails_at_its_overall_deadline(github):
-    github.add_repo("acme/slow", {"docs/a.md": OK_PAGE, "docs/b.bin": os.urandom(200_000)})
-    github.trickle_tarballs(2000, 0.05)  # never stalls, but takes about 5 s
+def test_a_trickling_tarball_download_fails_at_its_overall_deadline():
+    shapes = GitHubShapes("acme/slow", {"docs/a.md": OK_PAGE, "docs/b.bin": os.urandom(200_000)})
+    shapes.archive_body = lambda archive: trickle(archive, 2000, 0.05)  # never stalls, but takes about 5 s
+    definition = {
+        "name": "slow",
+        "kind": "github",
+        "repo": "acme/slow",
+        "limits": {"download_deadline_seconds": 1},
+    }
+    reader = GitHubResource(retry_attempts=2, retry_base_seconds=0.01).reader(transport=shapes.transport)
 
     started = time.monotonic()
     with pytest.raises(GitHubError, match=r"not finished within download_deadline_seconds=1"):
-        read_tarball(
-            github, repo_source(github, "slow", "acme/slow", limits={"download_deadline_seconds": 1})
-        )
+        reader.read(GitHubSource.model_validate(definition), None)
     assert time.monotonic() - started < 2.5
+
+
+def trickle(data: bytes, size: int, pause: float):
+    for start in range(0, len(data), size):
+        time.sleep(pause)
+        yield data[start : start + size]
 
 
 # -- Scope -----------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 outside the test's folder (the archive is never extracted); a hostile source beside a good one
 leaves the good one intact; and a run that fails keeps every row stored before it.
 
-Tarballs come from the loopback GitHub server, whose `extra_members` put entries in the archive
-that no honest repository has ('..' names, absolute names, links, devices, huge headers).
+Tarballs come with GitHub's answers from a mock transport (rag_assets_tests/resources/github_shapes.py)
+or, where streaming through a socket is part of the test (memory, huge headers, runs), from the
+loopback GitHub server; their `extra_members` put entries in the archive that no honest repository
+has ('..' names, absolute names, links, devices, huge headers).
 """
 
 import gzip
@@ -27,6 +29,7 @@ from rag_assets.resources.milvus import MilvusStore, quote
 from rag_assets.sources import GitHubSource, SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
+from rag_assets_tests.resources.github_shapes import GitHubShapes
 from rag_assets_tests.sensors.helpers import skip_message, tick
 
 OK_PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun the installer twice.\n"
@@ -52,6 +55,16 @@ def github_source(github: FakeGitHub, name: str, repo: str, **extra) -> dict:
     }
 
 
+def read_shapes(files: dict, extra_members: list = ()) -> tuple[dict[str, str], PageStats]:
+    """The pages of a repository as a run reads them, GitHub's answers coming from a mock transport."""
+    shapes = GitHubShapes("acme/frob", files, extra_members)
+    source = GitHubSource.model_validate(
+        {"name": "frob", "kind": "github", "repo": "acme/frob", "include": ["**/*.md"]}
+    )
+    result = GitHubResource(retry_attempts=1).reader(transport=shapes.transport).read(source, None)
+    return dict(zip(result.pages["path"], result.pages["text"], strict=True)), result.stats
+
+
 def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: bytes | None = None):
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, 0o644
@@ -62,12 +75,8 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: by
 
 def read_repo(github: FakeGitHub, source: dict) -> tuple[dict[str, str], PageStats]:
     """The pages of a repository as a run reads them: resolve the ref, stream the tarball."""
-    resolved = GitHubSource.model_validate(source)
-    resource, stats = GitHubResource(retry_attempts=1), PageStats()
-    with resource.client(resolved) as client:
-        sha = resource.resolve_commit(resolved, client)
-        pages = {page.path: page.text for page in resource.iter_pages(resolved, sha, client, stats)}
-    return pages, stats
+    result = GitHubResource(retry_attempts=1).reader().read(GitHubSource.model_validate(source), None)
+    return dict(zip(result.pages["path"], result.pages["text"], strict=True)), result.stats
 
 
 # -- Writes to disk, seen through Python's audit hooks (PEP 578) ------------------------------------
@@ -141,14 +150,12 @@ HOSTILE_ENTRIES = {
 
 
 @pytest.mark.parametrize("case", HOSTILE_ENTRIES)
-def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(
-    github, marker, tmp_path, monkeypatch, case
-):
+def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(marker, tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
-    github.add_repo("acme/hostile", {"docs/ok.md": OK_PAGE}, extra_members=[HOSTILE_ENTRIES[case](marker)])
+    files, extra = {"docs/ok.md": OK_PAGE}, [HOSTILE_ENTRIES[case](marker)]
 
     with disk_writes() as writes:
-        pages, stats = read_repo(github, github_source(github, "hostile", "acme/hostile"))
+        pages, stats = read_shapes(files, extra)
 
     assert pages == {"docs/ok.md": OK_PAGE}
     assert stats.unsafe_skipped == 1 and stats.pages == 1
@@ -171,10 +178,8 @@ def test_tar_entry_leading_outside_is_skipped_counted_and_never_written(
         pytest.param(b"", "empty_pages", "", id="zero_bytes"),
     ],
 )
-def test_bad_file_content_is_counted_and_the_other_pages_are_read(github, content, counter, text):
-    github.add_repo("acme/bad", {"docs/ok.md": OK_PAGE, "docs/bad.md": content})
-
-    pages, stats = read_repo(github, github_source(github, "bad", "acme/bad"))
+def test_bad_file_content_is_counted_and_the_other_pages_are_read(content, counter, text):
+    pages, stats = read_shapes({"docs/ok.md": OK_PAGE, "docs/bad.md": content})
 
     assert pages.pop("docs/ok.md") == OK_PAGE
     assert pages == ({} if text is None else {"docs/bad.md": text})
@@ -466,14 +471,13 @@ def test_run_of_a_source_with_a_path_trick_fails_before_any_request(settings, in
     assert github.requests == []
 
 
-def test_tar_names_with_backslashes_or_dot_segments_are_skipped_and_counted(github):
+def test_tar_names_with_backslashes_or_dot_segments_are_skipped_and_counted():
     members = [
         member("docs\\..\\..\\evil.md", data=b"# backslash\n"),
         member("docs/./../../evil2.md", data=b"# dots\n"),
     ]
-    github.add_repo("acme/names", {"docs/ok.md": OK_PAGE}, extra_members=members)
 
-    pages, stats = read_repo(github, github_source(github, "names", "acme/names"))
+    pages, stats = read_shapes({"docs/ok.md": OK_PAGE}, members)
 
     assert pages == {"docs/ok.md": OK_PAGE} and stats.unsafe_skipped == 2
 

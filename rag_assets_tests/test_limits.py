@@ -10,7 +10,7 @@ import pytest
 
 from rag_assets.assets.chunks import cap_chunks
 from rag_assets.core.local_folder import iter_folder_pages
-from rag_assets.core.pages import PageStats
+from rag_assets.core.pages import PageStats, ReadLimits
 from rag_assets.ingest import run_ingest
 from rag_assets.resources.web import WebResource
 from rag_assets.sources import SourceLimits, SourcesFileError, WebSource, load_sources
@@ -77,7 +77,9 @@ def test_max_file_bytes_skips_a_larger_local_file_unread_and_counts_it(tmp_path)
 
     pages = [
         p.path
-        for p in iter_folder_pages(root, include=("**/*.md",), exclude=(), stats=stats, max_file_bytes=1000)
+        for p in iter_folder_pages(
+            root, include=("**/*.md",), exclude=(), stats=stats, limits=ReadLimits(max_file_bytes=1000)
+        )
     ]
 
     assert pages == ["a.md", "c.md"]
@@ -132,7 +134,7 @@ def crawl(tmp_path: Path, transport: httpx.MockTransport, **source):
         "requests_per_second": 100,
         "concurrency": 1,
     }
-    return web.crawl(WebSource.model_validate({**definition, **source}), transport=transport)
+    return web.reader(transport=transport).crawl(WebSource.model_validate({**definition, **source}))
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,7 @@ def test_web_page_over_max_file_bytes_is_dropped_once_that_many_bytes_arrived(tm
 
     assert sorted(p.path for p in result.pages) == ["/docs/", "/docs/ok"]
     assert (
-        result.stats.too_large == 1
+        result.stats.too_large_skipped == 1
         and "/docs/big: over the max_file_bytes=65536 limit" in result.stats.notes[0]
     )
     assert endless.served <= (0 if declared else 64 * 1024 + 2 * len(endless.chunk)) and endless.closed
@@ -226,7 +228,9 @@ def test_max_total_bytes_stops_reading_a_local_folder_and_records_where(tmp_path
 
     pages = [
         p.path
-        for p in iter_folder_pages(root, include=("**/*.md",), exclude=(), stats=stats, max_total_bytes=1000)
+        for p in iter_folder_pages(
+            root, include=("**/*.md",), exclude=(), stats=stats, limits=ReadLimits(max_total_bytes=1000)
+        )
     ]
 
     assert pages == ["a.md", "b.md"] and stats.bytes_read == 800

@@ -5,11 +5,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag_assets.core.pages import (
-    DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_MAX_PAGES,
-    DEFAULT_MAX_TOTAL_BYTES,
+    DEFAULT_READ_LIMITS,
     Page,
     PageStats,
+    ReadLimits,
     decode_page,
     pages_limit_hit,
     path_selected,
@@ -23,13 +22,16 @@ def iter_folder_pages(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     stats: PageStats,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    max_pages: int = DEFAULT_MAX_PAGES,
-    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> Iterator[Page]:
     """Yield the selected regular files under root, in path order; symlinks leaving root, devices and
     fifos are skipped. Past `max_pages` pages or `max_total_bytes` read, the remaining selected files
     are counted, not read, and the limit is recorded in `stats.limit_hit`."""
+    max_file_bytes, max_pages, max_total_bytes = (
+        limits.max_file_bytes,
+        limits.max_pages,
+        limits.max_total_bytes,
+    )
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"local source folder {root} does not exist or is not a folder")

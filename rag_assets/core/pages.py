@@ -5,7 +5,7 @@ Reading a source is bounded (`ReadLimits`): a file over `max_file_bytes` is skip
 that stops the reading is recorded in `PageStats.limit_hit`, a sentence the run's metadata shows.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from wcmatch import glob as wcglob
 
@@ -43,16 +43,26 @@ class ReadLimits:
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
 
 
+DEFAULT_READ_LIMITS = ReadLimits()
+
+
+def _crawl_counter():
+    """A counter only a website's crawl moves; its metadata key is `web_<name>`."""
+    return field(default=0, metadata={"crawl": True})
+
+
 @dataclass
 class PageStats:
-    """What happened to the files a source offered, for metadata and for honest skips."""
+    """What happened to the pages a source offered, for metadata and for honest skips: one type for
+    every kind of source. The crawl counters are moved by a website's crawl only
+    (rag_assets/resources/readers/crawl.py); `crawled` says the reading was one."""
 
     matched: int = 0
     pages: int = 0
     empty_pages: int = 0
     binary_skipped: int = 0
     decoded_with_replacement: int = 0
-    too_large_skipped: int = 0
+    too_large_skipped: int = 0  # over limits.max_file_bytes: a file skipped unread, a web page cut at the cap
     unsafe_skipped: int = 0
     unreadable_skipped: int = 0  # a file that could not be read (a symlink loop, no permission, gone)
     duplicate_skipped: int = 0  # a path offered twice (a tarball may hold one path twice): the first is kept
@@ -62,15 +72,43 @@ class PageStats:
         ""  # e.g. "max_pages=1000 reached; 37 pages not read"; empty when no limit stopped reading
     )
     notes: list[str] = field(default_factory=list)
+    crawled: bool = False
+    requests: int = _crawl_counter()
+    downloaded: int = _crawl_counter()
+    not_modified: int = _crawl_counter()
+    redirected: int = _crawl_counter()
+    robots_disallowed: int = _crawl_counter()
+    duplicates: int = _crawl_counter()  # the same final URL reached twice, or a canonical duplicate
+    gone: int = _crawl_counter()
+    not_text: int = _crawl_counter()
+    outside_prefix: int = _crawl_counter()
+    capped: int = (
+        _crawl_counter()
+    )  # URLs left unfetched because of max_pages, max_total_bytes or the deadline
+    outside_scope: int = _crawl_counter()  # refused: another host, a non-http(s) scheme, a non-public address
+    redirect_loop: int = _crawl_counter()  # redirects that came back to a URL already visited, or went on
+    deadline_exceeded: int = _crawl_counter()  # pages not whole within limits.page_deadline_seconds
+    fetch_failed: int = _crawl_counter()  # answers that could not be read (e.g. a broken Content-Encoding)
+    bad_charset: int = _crawl_counter()  # a charset Python cannot decode with: read as UTF-8
+    parsed_as_text: int = _crawl_counter()  # HTML too deep to parse: its text kept without markup
+    canonical_ignored: int = _crawl_counter()  # <link rel=canonical> outside url_prefix: not trusted
+    crawl_delay_capped: int = (
+        _crawl_counter()
+    )  # 1 when robots.txt asked for a longer Crawl-delay than allowed
 
     def as_metadata(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        """The counters by name; a crawl's also as `web_<name>` (with its size and bytes read as
+        `web_too_large` and `web_bytes_read`)."""
+        counts = {f.name: getattr(self, f.name) for f in _counters() if not f.metadata.get("crawl")}
+        if not self.crawled:
+            return counts
+        crawl = {f"web_{f.name}": getattr(self, f.name) for f in _counters() if f.metadata.get("crawl")}
+        return {**counts, **crawl, "web_too_large": self.too_large_skipped, "web_bytes_read": self.bytes_read}
 
     def add(self, more: "PageStats") -> None:
         """Fold another reading's counts, notes and limit into these."""
-        for key, value in vars(more).items():
-            if isinstance(value, int):
-                setattr(self, key, getattr(self, key) + value)
+        for counter in _counters():
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(more, counter.name))
         self.notes.extend(more.notes)
         self.limit_hit = self.limit_hit or more.limit_hit
 
@@ -82,6 +120,10 @@ class PageStats:
     def skip_too_large(self, path: str, size: int, limit: int) -> None:
         self.too_large_skipped += 1
         self.notes.append(f"{path}: {size} bytes is over the max_file_bytes={limit} limit, not read")
+
+
+def _counters():
+    return [f for f in fields(PageStats) if f.type is int]
 
 
 def pages_limit_hit(max_pages: int, not_read: int) -> str:

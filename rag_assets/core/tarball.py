@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from typing import IO
 
 from rag_assets.core.pages import (
-    DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_MAX_PAGES,
-    DEFAULT_MAX_TOTAL_BYTES,
+    DEFAULT_READ_LIMITS,
     Page,
     PageStats,
+    ReadLimits,
     decode_page,
     pages_limit_hit,
     path_selected,
@@ -83,9 +82,7 @@ def iter_tar_pages(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     stats: PageStats,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    max_pages: int = DEFAULT_MAX_PAGES,
-    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> Iterator[Page]:
     """Yield the selected regular files of a gzipped tar stream as pages; links and devices never are.
     A path the archive holds twice is read once (the first; the later ones counted in
@@ -95,6 +92,11 @@ def iter_tar_pages(
     `max_total_bytes` inflated bytes reading stops. Either is recorded in `stats.limit_hit`. An
     archive that ends early or is damaged anywhere raises CorruptArchiveError: never a shorter source.
     """
+    max_file_bytes, max_pages, max_total_bytes = (
+        limits.max_file_bytes,
+        limits.max_pages,
+        limits.max_total_bytes,
+    )
     inflated = _CountingReader(gzip.GzipFile(fileobj=stream, mode="rb"), max_total_bytes)
     seen: set[str] = set()
     try:

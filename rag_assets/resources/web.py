@@ -1,32 +1,19 @@
-"""Websites as a Dagster resource: crawls a web source (rag_assets/resources/crawl.py) and keeps the
-validators of each crawl under `cache_dir`, one file per source, for the next one."""
+"""Websites as a Dagster resource: its configuration (cache folder, timeout, user agent, retries)
+builds the web reader (rag_assets/resources/readers/web.py) that raw_pages uses."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import httpx
 
-from rag_assets.core.web_cache import WebCache
-from rag_assets.resources.crawl import (
-    DEFAULT_TIMEOUT_SECONDS,
-    USER_AGENT,
-    Crawl,
-    CrawlResult,
-    CrawlStats,
-    WebError,
-    WebPage,
-    read_capped,
-)
+from rag_assets.resources.readers.crawl import DEFAULT_TIMEOUT_SECONDS, USER_AGENT
+from rag_assets.resources.readers.web import WebReader, cache_path
 from rag_assets.resources.retry import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BASE_SECONDS,
     DEFAULT_MAX_WAIT_SECONDS,
     RetryPolicy,
 )
-from rag_assets.sources import WebSource
-
-__all__ = ["CrawlResult", "CrawlStats", "WebError", "WebPage", "WebResource", "read_capped"]
 
 
 class WebResource(dg.ConfigurableResource):
@@ -39,8 +26,18 @@ class WebResource(dg.ConfigurableResource):
     retry_base_seconds: float = DEFAULT_BASE_SECONDS
     retry_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
 
+    def reader(self, *, transport: httpx.BaseTransport | None = None) -> WebReader:
+        policy = RetryPolicy(self.retry_attempts, self.retry_base_seconds, self.retry_max_wait_seconds)
+        return WebReader(
+            cache_dir=self.cache_dir,
+            timeout_seconds=self.timeout_seconds,
+            user_agent=self.user_agent,
+            policy=policy,
+            transport=transport,
+        )
+
     def cache_path(self, source_name: str) -> Path:
-        return Path(self.cache_dir) / f"{source_name}.json"
+        return cache_path(self.cache_dir, source_name)
 
     def forget(self, source_name: str) -> bool:
         """Drop a source's cache (its source was removed); whether there was one."""
@@ -48,16 +45,3 @@ class WebResource(dg.ConfigurableResource):
         existed = path.exists()
         path.unlink(missing_ok=True)
         return existed
-
-    def crawl(self, source: WebSource, *, transport: httpx.BaseTransport | None = None) -> CrawlResult:
-        started = datetime.now(UTC)
-        cache = WebCache.load(self.cache_path(source.name))
-        policy = RetryPolicy(self.retry_attempts, self.retry_base_seconds, self.retry_max_wait_seconds)
-        headers = {"User-Agent": self.user_agent}
-        with httpx.Client(
-            headers=headers, timeout=self.timeout_seconds, follow_redirects=False, transport=transport
-        ) as client:  # redirects are followed hop by hop, each hop checked (rag_assets/resources/crawl.py)
-            crawler = Crawl(source, client, cache, policy, self.user_agent, self.timeout_seconds)
-            pages = crawler.run()
-        cache.save(crawler.seen_entries)
-        return CrawlResult(pages, crawler.stats, started)

@@ -14,7 +14,8 @@ from datetime import datetime
 import dagster as dg
 
 from rag_assets.partitions import source_partitions
-from rag_assets.resources.github import GitHubError, GitHubResource
+from rag_assets.resources.github import GitHubResource
+from rag_assets.resources.readers.github import GitHubError
 from rag_assets.resources.retry import RateLimitedError
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.sources import GitHubSource, SourcesFileError
@@ -39,12 +40,12 @@ def build_github_sensor(job, interval_seconds: int) -> dg.SensorDefinition:
         known = _parse(context.cursor)
         cursor = {s.name: known[s.name] for s in watched if s.name in known}
         runs, limited, first_seen = [], {}, 0  # limited: api_url -> until
+        reader = github.reader()
         for source in watched:
             if source.api_url in limited:
                 continue
             try:
-                with github.client(source) as client:
-                    check = github.check_commit(source, known.get(source.name), client)
+                check = reader.check_commit(source, known.get(source.name))
             except RateLimitedError as error:
                 limited[source.api_url] = error.until
                 continue

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from rag_assets.core.pages import PageStats
+from rag_assets.core.pages import PageStats, ReadLimits
 from rag_assets.core.tarball import CorruptArchiveError, archive_path, iter_tar_pages
 
 
@@ -28,8 +28,8 @@ def entry(
 
 
 def read(archive: bytes, **limits) -> tuple[dict[str, str], PageStats]:
-    stats = PageStats()
-    pages = iter_tar_pages(io.BytesIO(archive), include=("**/*.md",), exclude=(), stats=stats, **limits)
+    stats, limits = PageStats(), ReadLimits(**limits)
+    pages = iter_tar_pages(io.BytesIO(archive), include=("**/*.md",), exclude=(), stats=stats, limits=limits)
     return {p.path: p.text for p in pages}, stats
 
 

@@ -66,7 +66,7 @@ def web_source(site: FakeSite, **extra) -> dict:
 
 def crawl(settings, site, **extra):
     web = WebResource(cache_dir=str(settings.cache_dir / "web"), retry_base_seconds=0.01)
-    return web.crawl(WebSource.model_validate(web_source(site, **extra)))
+    return web.reader().crawl(WebSource.model_validate(web_source(site, **extra)))
 
 
 def test_html_becomes_markdown_with_headings_and_without_page_chrome():

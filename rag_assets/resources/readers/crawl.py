@@ -13,7 +13,7 @@ skipped and counted, never requested, never cached. Timed: each page has a total
 crawl an overall one (`limits`); one page's failure (a redirect loop, an unknown charset, markup
 too deep to parse) is counted and the crawl goes on.
 Bounded: bodies are streamed and a page over `limits.max_file_bytes` is dropped once that many
-bytes arrived (counted as `too_large`); the crawl stops at `max_pages` (the smaller of the web
+bytes arrived (counted as `too_large_skipped`); the crawl stops at `max_pages` (the smaller of the web
 source's own and `limits.max_pages`) or once `limits.max_total_bytes` were downloaded.
 """
 
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
@@ -32,7 +32,7 @@ import httpx
 
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.html_text import html_to_page, html_to_plain_page, normalize_url
-from rag_assets.core.pages import pages_limit_hit, path_selected
+from rag_assets.core.pages import PageStats, pages_limit_hit, path_selected
 from rag_assets.core.sitemap import MAX_SITEMAP_BYTES, SitemapError, gunzip_bounded, parse_sitemap
 from rag_assets.core.web_cache import CacheEntry, WebCache
 from rag_assets.core.web_scope import Scope
@@ -59,37 +59,6 @@ class WebPage:
     text: str
     content_hash: str
     version: str  # the page's validator (ETag, else Last-Modified, else content hash): stable while unchanged
-
-
-@dataclass
-class CrawlStats:
-    """What a crawl did, for metadata and for tests."""
-
-    requests: int = 0
-    downloaded: int = 0
-    not_modified: int = 0
-    redirected: int = 0
-    robots_disallowed: int = 0
-    duplicates: int = 0
-    gone: int = 0
-    not_text: int = 0
-    outside_prefix: int = 0
-    capped: int = 0  # URLs left unfetched because of max_pages, max_total_bytes or the crawl deadline
-    outside_scope: int = 0  # requests refused: another host, a non-http(s) scheme, a non-public address
-    redirect_loop: int = 0  # pages whose redirects came back to a URL already visited, or went on too long
-    deadline_exceeded: int = 0  # pages not whole within limits.page_deadline_seconds
-    fetch_failed: int = 0  # pages whose answer could not be read (e.g. a broken Content-Encoding)
-    bad_charset: int = 0  # pages declaring a charset Python cannot decode with: read as UTF-8
-    parsed_as_text: int = 0  # HTML too deep to parse (RecursionError): its text kept without markup
-    canonical_ignored: int = 0  # <link rel=canonical> pointing outside url_prefix: not trusted
-    crawl_delay_capped: int = 0  # 1 when robots.txt asked for a longer Crawl-delay than allowed
-    too_large: int = 0  # pages over limits.max_file_bytes, dropped unread past the cap
-    bytes_read: int = 0  # response bodies downloaded (after content decoding)
-    limit_hit: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def as_metadata(self) -> dict[str, int]:
-        return {f"web_{k}": v for k, v in vars(self).items() if isinstance(v, int)}
 
 
 def read_capped(response: httpx.Response, limit: int, deadline: "Deadline | None" = None) -> bytes | None:
@@ -154,7 +123,7 @@ def _cut(sock: socket.socket) -> None:
 @dataclass(frozen=True)
 class CrawlResult:
     pages: list[WebPage]
-    stats: CrawlStats
+    stats: PageStats  # crawled: its crawl counters are set
     fetched_at: datetime  # when this crawl started: the source's time for freshness
 
 
@@ -187,7 +156,7 @@ MAX_REDIRECTS = 10
 
 
 class _Skipped(Exception):
-    """One URL left out: `counter` is the CrawlStats field that counts it, the message says why."""
+    """One URL left out: `counter` is the PageStats field that counts it, the message says why."""
 
     def __init__(self, counter: str, message: str):
         super().__init__(message)
@@ -217,7 +186,7 @@ class Crawl:
         self.source, self.client, self.cache, self.policy = source, client, cache, policy
         self.user_agent, self.timeout_seconds = user_agent, timeout_seconds
         self.limits = source.limits
-        self.stats = CrawlStats()
+        self.stats = PageStats(crawled=True)
         self.seen_entries: dict[str, CacheEntry] = {}
         self.limiter = HostRateLimiter(source.requests_per_second)
         self.robots = RobotFileParser()
@@ -260,7 +229,10 @@ class Crawl:
                             queued.add(link)
                             queue.append(link)
         self._record_cap(queue, max_pages)
-        return self._without_canonical_duplicates(pages)
+        kept = self._without_canonical_duplicates(pages)
+        self.stats.pages = len(kept)
+        self.stats.matched = len(kept) + self.stats.too_large_skipped
+        return kept
 
     def _record_cap(self, queue: deque, max_pages: int) -> None:
         self.stats.capped = sum(1 for url in queue if self._in_scope(url))
@@ -363,7 +335,8 @@ class Crawl:
             return _Fetched(url, response.status_code, None)
         if body is None:
             self._count(
-                "too_large", f"{url}: over the max_file_bytes={self.limits.max_file_bytes} limit, not read"
+                "too_large_skipped",
+                f"{url}: over the max_file_bytes={self.limits.max_file_bytes} limit, not read",
             )
             return _Fetched(url, response.status_code, None)
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
