@@ -2,7 +2,8 @@
 
 Stages: bare_encode (SentenceTransformer.encode of exactly the pipeline's chunks: the limit),
 cold (the Dagster materialization into an empty collection), warm (again, nothing changed),
-incremental (the source moved to a newer snapshot), naive (the page-at-a-time ancestor).
+incremental (the source moved to a newer snapshot), or incremental_cli (the same update, as
+`rag-assets ingest` in its own process), naive (the page-at-a-time ancestor).
 The corpus is served by the loopback GitHub server the tests use.
 """
 
@@ -123,9 +124,18 @@ def run_bench(options: BenchOptions, log=print) -> dict:
         stage("noop_cli_dagster", lambda r: _cli_ingest(settings, workdir, r))  # runs, then records
         stage("noop_cli", lambda r: _cli_ingest(settings, workdir, r))  # skips: the source is unchanged
         if options.update:
+            if {"incremental", "incremental_cli"} <= wanted:
+                raise ValueError("bench: incremental and incremental_cli each apply the update: choose one")
             stage(
                 "incremental",
                 lambda r: (github.push(REPO, tarball_files(options.update)), _ingest(settings, instance, r)),
+            )
+            stage(
+                "incremental_cli",
+                lambda r: (
+                    github.push(REPO, tarball_files(options.update)),
+                    _cli_ingest(settings, workdir, r, instance=instance),
+                ),
             )
         stage("naive", lambda r: _naive(github, sha, options, embedder, workdir, r))
         instance.dispose()
@@ -170,6 +180,7 @@ def ratios(stages: dict[str, dict]) -> dict[str, float]:
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
+        "incremental_cli/cold": ("incremental_cli", "cold"),
         "noop_cli/noop_cli_dagster": ("noop_cli", "noop_cli_dagster"),
         "noop_cli/cold": ("noop_cli", "cold"),
     }
@@ -297,10 +308,13 @@ def _ingest(settings: Settings, instance: dg.DagsterInstance, result: StageResul
     result.extra["split"] = latest_run_split(instance, result.wall_s)
 
 
-def _cli_ingest(settings: Settings, workdir: Path, result: StageResult) -> None:
+def _cli_ingest(
+    settings: Settings, workdir: Path, result: StageResult, instance: dg.DagsterInstance | None = None
+) -> None:
     """`rag-assets ingest` as a user runs it, in its own process. With nothing changed, the first one
     after a run of the pipeline that the CLI did not start runs Dagster's no-op (`noop_cli_dagster`)
-    and records the source's fingerprint; the next skips the source without Dagster (`noop_cli`)."""
+    and records the source's fingerprint; the next skips the source without Dagster (`noop_cli`).
+    After the update (`incremental_cli`), its counts and the split of its run (given `instance`)."""
     env = {
         **os.environ,
         "RAG_DATA_DIR": str(settings.data_dir),
@@ -312,8 +326,29 @@ def _cli_ingest(settings: Settings, workdir: Path, result: StageResult) -> None:
         "EMBEDDING_PRECISION": settings.embedding_precision,
     }
     command = [sys.executable, "-m", "rag_assets.cli", "ingest"]
+    started = time.perf_counter()
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=600)
+    wall_s = time.perf_counter() - started
     result.extra["skipped"] = "unchanged since" in done.stdout
+    counts = cli_counts(done.stdout, SOURCE)
+    result.chunks_embedded = counts.get("embedded", 0)
+    result.rows_written = counts.get("written", 0)
+    result.rows_deleted = counts.get("deleted", 0)
+    if instance is not None and not result.extra["skipped"]:
+        result.extra["split"] = latest_run_split(instance, wall_s)
+
+
+def cli_counts(stdout: str, source: str) -> dict[str, int]:
+    """The counts of `rag-assets ingest`'s summary row for `source` (pages, chunks, embedded, written,
+    deleted); empty when the source has no row (skipped)."""
+    header, columns = None, ("pages", "chunks", "embedded", "written", "deleted")
+    for line in stdout.splitlines():
+        cells = line.split()
+        if cells[:1] == ["source"]:
+            header = cells[1:]
+        elif header and cells[:1] == [source] and len(cells) == len(header) + 1:
+            return {name: int(cells[1 + header.index(name)]) for name in columns if name in header}
+    return {}
 
 
 def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:

@@ -135,6 +135,35 @@ def test_bench_reports_every_stage_with_consistent_counts_and_ratios(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_update_as_a_command_is_timed_with_its_counts_and_its_split(tmp_path):
+    old = {f"docs/{p.name}": p.read_text() for p in SAMPLE_DOCS.glob("*.md")}
+    new = dict(old)
+    del new["docs/searching.md"]
+    new["docs/configuration.md"] = old["docs/configuration.md"].replace(
+        "Milvus Lite file", "Milvus Lite database"
+    )
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "rag_assets.cli", "bench", "--include", "docs/**/*.md"]
+    command += ["--corpus", str(snapshot(tmp_path / "old.tar.gz", old))]
+    command += ["--update", str(snapshot(tmp_path / "new.tar.gz", new))]
+    command += ["--stages", "cold,incremental_cli", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    update = report["stages"]["incremental_cli"]
+    assert (update["chunks_embedded"], update["rows_written"], update["rows_deleted"]) == (1, 1, 1 + 3)
+    assert not update["skipped"]
+    split = update["split"]
+    assert {"raw_pages", "chunks", "embeddings", "milvus_collection", "serving_collection"} <= set(
+        split["steps"]
+    )
+    assert 0 < split["run_s"] < update["wall_s"] and split["outside_run_s"] > 0  # the command's own costs
+    assert report["ratios"]["incremental_cli/cold"] > 0 and "split incremental_cli" in result.stdout
+
+
+@pytest.mark.slow
 def test_the_gpu_check_script_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
     """rag_assets/bench/gpu_check.sh with DEVICE=cpu on two tiny snapshots: every figure it promises."""
     pages = {f"docs/{p.stem}.txt": p.read_text() for p in SAMPLE_DOCS.glob("*.md")}

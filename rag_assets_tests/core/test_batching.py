@@ -19,6 +19,14 @@ def test_a_row_longer_than_the_budget_gets_a_batch_of_its_own():
     assert plan_batches([900, 10], token_budget=100) == [[0], [1]]
 
 
+def test_inputs_that_fit_one_batch_at_their_longest_length_share_one_batch():
+    # A small update: six chunks of six lengths are one shape for the model, not six.
+    assert plan_batches([40, 250, 90, 17, 130, 200], token_budget=8192, multiple=16) == [[1, 5, 4, 2, 0, 3]]
+    # One row more than the budget allows at the longest length: batches by length again.
+    assert len(plan_batches([256] + [16] * 32, token_budget=32 * 256, multiple=16)) == 2
+    assert len(plan_batches([16] * 5, token_budget=10_000, max_rows=4)) == 2
+
+
 class FakeOOM(RuntimeError):
     def __init__(self):
         super().__init__("CUDA out of memory. Tried to allocate 2.00 GiB")
