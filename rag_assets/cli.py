@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rag-assets: error: {line}", file=sys.stderr)
         return 2
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.resources.milvus import MilvusUnavailable
+    from rag_assets.errors import MilvusUnavailable
     from rag_assets.sources import SourcesFileError
 
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one

@@ -26,3 +26,11 @@ class IngestFailed(RuntimeError):
         super().__init__("\n".join(f.describe() for f in failures))
         self.failures = failures
         self.summaries = summaries
+
+
+class MilvusUnavailable(RuntimeError):
+    """Milvus cannot be used at all (unreachable, refused the token, Lite file held elsewhere): one line."""
+
+
+class MilvusLiteBusy(MilvusUnavailable):
+    """The Milvus Lite file is open in another process; Lite admits one process per file."""

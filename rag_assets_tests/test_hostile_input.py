@@ -338,22 +338,25 @@ def test_bad_input_fails_the_run_with_a_clear_message_and_keeps_every_stored_row
             lambda: write_sources(
                 settings.sources_file, local_sources(docs_folder, other_folder, include=["**/*.nothing"])
             ),
+            IngestFailed,  # the run fails: a source-level failure
             r"source 'notes' has no pages .* Its rows in Milvus are kept \(on_empty: keep\)",
         ),
         "malformed YAML": (
             lambda: settings.sources_file.write_text("sources: [\n  {name: notes\n"),
+            SourcesFileError,  # refused before any run
             r"sources.yaml: not valid YAML",
         ),
         "a name that would inject into a filter": (
             lambda: write_sources(
                 settings.sources_file, [{"name": 'x" or 1==1', "kind": "local", "path": str(docs_folder)}]
             ),
+            SourcesFileError,
             r"field 'name': name 'x\" or 1==1' must be",
         ),
     }
-    for case, (break_it, message) in cases.items():
+    for case, (break_it, error, message) in cases.items():
         break_it()
-        with pytest.raises(IngestFailed, match=message):
+        with pytest.raises(error, match=message):
             run_ingest(settings, instance, ["notes", "other"])
         assert {name: milvus_rows(settings, name) for name in before} == before, case
 

@@ -20,6 +20,7 @@ import pandas as pd
 from pymilvus import MilvusClient, MilvusException
 from pymilvus.exceptions import ConnectionConfigException
 
+from rag_assets.errors import MilvusLiteBusy, MilvusUnavailable
 from rag_assets.resources.milvus import aliases
 from rag_assets.resources.milvus.aliases import CollectionInfo, family, model_collection_name
 from rag_assets.resources.milvus.schema import ROW_FIELDS, collection_schema, index_params
@@ -41,14 +42,6 @@ def quote(value: str) -> str:
     return json.dumps(
         value, ensure_ascii=False
     )  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
-
-
-class MilvusUnavailable(RuntimeError):
-    """Milvus cannot be used at all (unreachable, refused the token, Lite file held elsewhere): one line."""
-
-
-class MilvusLiteBusy(MilvusUnavailable):
-    """The Milvus Lite file is open in another process; Lite admits one process per file."""
 
 
 @contextlib.contextmanager
