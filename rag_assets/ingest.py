@@ -173,7 +173,7 @@ def run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         entry.user_message
         for entry in instance.all_logs(run_id)
         if not entry.is_dagster_event
-        and entry.level >= logging.WARNING
+        and logging.WARNING <= entry.level < logging.ERROR  # errors are the failure lines' own
         and not entry.user_message.startswith("Dependencies for step")  # the failure says it
     ]
 
