@@ -33,6 +33,9 @@ DOCUMENTED = (
 )  # fmt: skip
 TIMEOUT_S = 600
 
+# The `dagster` command of this interpreter's environment (its bin/ may not be on PATH).
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
 
 def run(command: list[str], cwd: Path, **variables: str) -> subprocess.CompletedProcess:
     """`VAR=value ... command` in `cwd`, as a user types it (the variables only, nothing inherited)."""
@@ -193,11 +196,9 @@ def test_the_readme_variables_drive_every_command_and_the_dagster_processes(proj
          "print(defs.get_sensor_def('github_commits_sensor').minimum_interval_seconds)"],
         project, **variables,
     )  # fmt: skip
-    validate = run(
-        ["dagster", "definitions", "validate", "-m", "rag_assets.definitions"], project, **variables
-    )
+    validate = run([DAGSTER, "definitions", "validate", "-m", "rag_assets.definitions"], project, **variables)
     materialize = run(
-        ["dagster", "asset", "materialize", "-m", "rag_assets.definitions", "--select", "milvus_collection",
+        [DAGSTER, "asset", "materialize", "-m", "rag_assets.definitions", "--select", "milvus_collection",
          "--partition", "notes"],
         project, **variables,
     )  # fmt: skip

@@ -40,7 +40,7 @@ def test_ingest_removes_a_source_taken_out_of_the_file_and_a_model_swap_is_not_b
     assert second.returncode == 0, second.stderr
     assert (
         f"removed source 'guide' (no longer in {settings.sources_file}): {len(guide_rows)} Milvus rows, "
-        "5 files, its partition"
+        "6 files, its partition"  # its 5 parquet artefacts and the CLI's record of its last run
     ) in second.stdout
     settings_b = Settings.from_env(env_b)
     b = model_collection(settings_b)
