@@ -110,8 +110,11 @@ def test_cold_ingest_writes_every_chunk_to_the_server(deployment, milvus_server_
 def test_warm_reingest_embeds_and_writes_nothing(deployment):
     before = deployment.rows()
 
-    warm = deployment.cli("ingest")
+    unchanged = deployment.cli("ingest")  # nothing changed: skipped before Dagster starts
+    warm = deployment.cli("ingest", "--force")  # the whole graph runs, over the server
 
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert "unchanged since the run of" in unchanged.stdout and "nothing changed" in unchanged.stdout
     assert warm.returncode == 0, warm.stderr
     numbers = counts(warm.stdout)
     assert numbers["chunks"] == len(before) > 0
