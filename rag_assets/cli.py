@@ -384,7 +384,12 @@ def _prune_cache(args, settings: Settings) -> int:
     from rag_assets.resources.embedder import EmbedderResource
 
     settings.check_runtime()
-    resource = EmbedderResource(model=settings.embedding_model, cache_dir=str(settings.cache_dir))
+    resource = EmbedderResource(  # the cache of the vectors ingest makes: model and precision path
+        model=settings.embedding_model,
+        device=settings.embedding_device,
+        precision=settings.embedding_precision,
+        cache_dir=str(settings.cache_dir),
+    )
     keep = set()
     for path in sorted((settings.artifacts_dir / "chunks").glob("*.parquet")):
         keep.update(pd.read_parquet(path, columns=["content_hash"])["content_hash"])
