@@ -226,20 +226,17 @@ def _serving_line(instance, source: str) -> str:
     """What the last run's serving_collection step found: which collection serves, what the new one
     waits for.
     """
-    import dagster as dg
+    from rag_assets import metadata as m
 
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("serving_collection"), asset_partitions=[source]), limit=1
-    ).records
-    if not records:
+    meta = m.latest_metadata(instance, "serving_collection", source)
+    if not meta:
         return "serving: not evaluated yet"
-    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
-    line = f"serving {meta['alias']!r} -> {meta['serving']}"
-    if meta["moved"]:
-        return f"{line} (moved from {meta['previous']}: {meta['reason']})"
-    if meta["serving"] != meta["candidate"]:
-        waits = meta["below_threshold"] if meta["below_threshold"] != "none" else meta["waiting_for"]
-        return f"{line}; {meta['candidate']} (EMBEDDING_MODEL) not yet: {meta['reason']} ({waits})"
+    line = f"serving {meta[m.ALIAS]!r} -> {meta[m.SERVING]}"
+    if meta[m.MOVED]:
+        return f"{line} (moved from {meta[m.PREVIOUS]}: {meta[m.REASON]})"
+    if meta[m.SERVING] != meta[m.CANDIDATE]:
+        waits = meta[m.BELOW_THRESHOLD] if meta[m.BELOW_THRESHOLD] != "none" else meta[m.WAITING_FOR]
+        return f"{line}; {meta[m.CANDIDATE]} (EMBEDDING_MODEL) not yet: {meta[m.REASON]} ({waits})"
     return line
 
 
