@@ -378,12 +378,13 @@ def _eval_chunkers(args, settings: Settings) -> int:
 def _prune_cache(args, settings: Settings) -> int:
     import pandas as pd
 
+    from rag_assets.core.artifacts import ArtifactStore
     from rag_assets.resources.embedder import EmbedderResource
 
     settings.check_runtime()
     resource = EmbedderResource(model=settings.embedding_model, cache_dir=str(settings.cache_dir))
     keep = set()
-    for path in sorted((settings.artifacts_dir / "chunks").glob("*.parquet")):
+    for path in ArtifactStore(settings.artifacts_dir).paths("chunks"):
         keep.update(pd.read_parquet(path, columns=["content_hash"])["content_hash"])
     cache = resource.open_cache()
     try:
