@@ -21,7 +21,7 @@ from dagster._core.storage.tags import (
 )
 
 from rag_assets.assets import chunks, embeddings, milvus_collection
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.milvus import MilvusResource
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from rag_assets.assets import ingestion_assets
-from rag_assets.checks import (
+from rag_assets.assets.checks import (
     ingestion_checks,
     no_empty_chunks,
     rows_match_chunks,
