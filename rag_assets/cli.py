@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag_assets.sources import SourcesFileError
 
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
-    # line says which and what to do). Exit 1: a run failed (rag_assets/ingest.py).
+    # line says which and what to do). Exit 1: a run failed (rag_assets/runtime/ingest.py).
     try:
         return args.handler(args, settings)
     except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
@@ -156,9 +156,9 @@ def _ingest(args, settings: Settings) -> int:
     import contextlib
 
     from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
-    from rag_assets.console import ProgressDisplay
     from rag_assets.errors import IngestFailed
-    from rag_assets.preflight import check_local_folders, check_milvus
+    from rag_assets.runtime.console import ProgressDisplay
+    from rag_assets.runtime.preflight import check_local_folders, check_milvus
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
@@ -166,7 +166,7 @@ def _ingest(args, settings: Settings) -> int:
     names = [s.name for s in selected]
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
-    # Preflight (rag_assets/preflight.py), before anything is fetched or embedded; Milvus is asked
+    # Preflight (rag_assets/runtime/preflight.py), before anything is fetched or embedded; Milvus is asked
     # only when there is something to write.
     check_local_folders(settings, selected)
     settings.check_runtime()
@@ -178,12 +178,12 @@ def _ingest(args, settings: Settings) -> int:
         print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
         return 0
     check_milvus(settings)
-    from rag_assets.ingest import run_ingest
-    from rag_assets.instance import cli_instance
+    from rag_assets.runtime.ingest import run_ingest
+    from rag_assets.runtime.instance import cli_instance
 
     instance = cli_instance(settings.data_dir)
     if not names:  # only removals: a source taken out of the sources file still has stored data
-        from rag_assets.source_removal import remove_unlisted_sources
+        from rag_assets.runtime.source_removal import remove_unlisted_sources
 
         for removed in remove_unlisted_sources(settings, instance):
             print(removed.describe(settings.sources_file))
@@ -242,12 +242,13 @@ def _serving_line(instance, source: str) -> str:
 
 def _say_reclaimed(run) -> None:
     """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
-    before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
+    before this command's first run (rag_assets/runtime/reclaim.py): say so, it explains a red run in
+    the UI."""
     print(f"rag-assets: {run.describe()}", file=sys.stderr)
 
 
 def _ui(args, settings: Settings) -> int:
-    from rag_assets.ui import run_ui
+    from rag_assets.runtime.ui import run_ui
 
     run_ui(settings, host=args.host, port=args.port, workspace=args.workspace)
     return 1  # only reached if the exec failed

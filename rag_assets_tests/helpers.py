@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from rag_assets.instance import INSTANCE_CONFIG
 from rag_assets.metadata import latest_record, plain_metadata
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.runtime.instance import INSTANCE_CONFIG
 from rag_assets.settings import Settings
 
 SAMPLE_DOCS = Path(__file__).parents[1] / "rag_assets" / "sample_docs"

@@ -8,7 +8,7 @@ import yaml
 
 from rag_assets.core.artifacts import PARQUET_ASSETS
 from rag_assets.definitions import INGEST_JOB, defs
-from rag_assets.instance import INSTANCE_CONFIG
+from rag_assets.runtime.instance import INSTANCE_CONFIG
 
 ROOT = Path(__file__).parents[1]
 

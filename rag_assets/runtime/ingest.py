@@ -16,9 +16,9 @@ from rag_assets import metadata as m
 from rag_assets.definitions import INGEST_JOB, build_definitions
 from rag_assets.errors import IngestFailed, SourceFailure
 from rag_assets.partitions import source_partitions
-from rag_assets.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
+from rag_assets.runtime.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
+from rag_assets.runtime.source_removal import RemovedSource, remove_unlisted_sources
 from rag_assets.settings import Settings
-from rag_assets.source_removal import RemovedSource, remove_unlisted_sources
 
 SUMMARY_FIELDS = {
     "raw_pages": {"pages": m.ROW_COUNT},
@@ -110,9 +110,9 @@ def run_ingest(
 
     Runs execute in this process and carry its host, pid and start time as tags. Before the first
     one, runs of this host whose process died are failed and their pool slots freed
-    (rag_assets/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
+    (rag_assets/runtime/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
     Then sources no longer in the sources file are removed, as the sources sensor would
-    (rag_assets/source_removal.py). `resources` replace the definitions' resources by key.
+    (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key.
     `resources` replace the definitions' resources by key (see build_definitions).
     """
     for reclaimed in reclaim_dead_runs(instance):
