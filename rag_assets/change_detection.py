@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag_assets.core.artifacts import ArtifactStore
+
 STATE_FOLDER = "ingest_state"
 FORMAT = 1  # bump when the fingerprint's recipe changes: every source then runs once more
 
@@ -70,8 +72,9 @@ def stored_sources(artifacts_dir: Path | str) -> set[str]:
     """Sources something is stored for on disk (a record or a raw_pages artefact): without a Dagster
     import, the no-op path can tell whether a source taken out of the sources file still needs removing.
     """
-    folders = (Path(artifacts_dir, STATE_FOLDER), Path(artifacts_dir, "raw_pages"))
-    return {p.name.split(".")[0] for folder in folders if folder.is_dir() for p in folder.iterdir()}
+    folder = Path(artifacts_dir, STATE_FOLDER)
+    recorded = {p.name.split(".")[0] for p in folder.iterdir()} if folder.is_dir() else set()
+    return recorded | ArtifactStore(Path(artifacts_dir)).sources("raw_pages")
 
 
 def recorded(artifacts_dir: Path | str, source: str) -> dict | None:

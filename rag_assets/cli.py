@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag_assets.sources import SourcesFileError
 
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
-    # line says which and what to do). Exit 1: a run failed (rag_assets/ingest.py).
+    # line says which and what to do). Exit 1: a run failed (rag_assets/runtime/ingest.py).
     try:
         return args.handler(args, settings)
     except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
@@ -156,9 +156,9 @@ def _ingest(args, settings: Settings) -> int:
     import contextlib
 
     from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
-    from rag_assets.console import ProgressDisplay
     from rag_assets.errors import IngestFailed
-    from rag_assets.preflight import check_local_folders, check_milvus
+    from rag_assets.runtime.console import ProgressDisplay
+    from rag_assets.runtime.preflight import check_local_folders, check_milvus
     from rag_assets.sources import find_source, load_sources
 
     sources = load_sources(settings.sources_file)
@@ -166,7 +166,7 @@ def _ingest(args, settings: Settings) -> int:
     names = [s.name for s in selected]
     if not names:
         raise ValueError(f"{settings.sources_file}: no sources configured")
-    # Preflight (rag_assets/preflight.py), before anything is fetched or embedded; Milvus is asked
+    # Preflight (rag_assets/runtime/preflight.py), before anything is fetched or embedded; Milvus is asked
     # only when there is something to write.
     check_local_folders(settings, selected)
     settings.check_runtime()
@@ -178,12 +178,12 @@ def _ingest(args, settings: Settings) -> int:
         print(f"nothing changed: collection {settings.collection!r} at {settings.milvus_uri} left as it is")
         return 0
     check_milvus(settings)
-    from rag_assets.ingest import run_ingest
-    from rag_assets.instance import cli_instance
+    from rag_assets.runtime.ingest import run_ingest
+    from rag_assets.runtime.instance import cli_instance
 
     instance = cli_instance(settings.data_dir)
     if not names:  # only removals: a source taken out of the sources file still has stored data
-        from rag_assets.source_removal import remove_unlisted_sources
+        from rag_assets.runtime.source_removal import remove_unlisted_sources
 
         for removed in remove_unlisted_sources(settings, instance):
             print(removed.describe(settings.sources_file))
@@ -226,31 +226,29 @@ def _serving_line(instance, source: str) -> str:
     """What the last run's serving_collection step found: which collection serves, what the new one
     waits for.
     """
-    import dagster as dg
+    from rag_assets import metadata as m
 
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("serving_collection"), asset_partitions=[source]), limit=1
-    ).records
-    if not records:
+    meta = m.latest_metadata(instance, "serving_collection", source)
+    if not meta:
         return "serving: not evaluated yet"
-    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
-    line = f"serving {meta['alias']!r} -> {meta['serving']}"
-    if meta["moved"]:
-        return f"{line} (moved from {meta['previous']}: {meta['reason']})"
-    if meta["serving"] != meta["candidate"]:
-        waits = meta["below_threshold"] if meta["below_threshold"] != "none" else meta["waiting_for"]
-        return f"{line}; {meta['candidate']} (EMBEDDING_MODEL) not yet: {meta['reason']} ({waits})"
+    line = f"serving {meta[m.ALIAS]!r} -> {meta[m.SERVING]}"
+    if meta[m.MOVED]:
+        return f"{line} (moved from {meta[m.PREVIOUS]}: {meta[m.REASON]})"
+    if meta[m.SERVING] != meta[m.CANDIDATE]:
+        waits = meta[m.BELOW_THRESHOLD] if meta[m.BELOW_THRESHOLD] != "none" else meta[m.WAITING_FOR]
+        return f"{line}; {meta[m.CANDIDATE]} (EMBEDDING_MODEL) not yet: {meta[m.REASON]} ({waits})"
     return line
 
 
 def _say_reclaimed(run) -> None:
     """A run of this host whose process died (kill -9, OOM killer) was failed and its pool slots freed
-    before this command's first run (rag_assets/reclaim.py): say so, it explains a red run in the UI."""
+    before this command's first run (rag_assets/runtime/reclaim.py): say so, it explains a red run in
+    the UI."""
     print(f"rag-assets: {run.describe()}", file=sys.stderr)
 
 
 def _ui(args, settings: Settings) -> int:
-    from rag_assets.ui import run_ui
+    from rag_assets.runtime.ui import run_ui
 
     run_ui(settings, host=args.host, port=args.port, workspace=args.workspace)
     return 1  # only reached if the exec failed
@@ -381,6 +379,7 @@ def _eval_chunkers(args, settings: Settings) -> int:
 def _prune_cache(args, settings: Settings) -> int:
     import pandas as pd
 
+    from rag_assets.core.artifacts import ArtifactStore
     from rag_assets.resources.embedder import EmbedderResource
 
     settings.check_runtime()
@@ -391,7 +390,7 @@ def _prune_cache(args, settings: Settings) -> int:
         cache_dir=str(settings.cache_dir),
     )
     keep = set()
-    for path in sorted((settings.artifacts_dir / "chunks").glob("*.parquet")):
+    for path in ArtifactStore(settings.artifacts_dir).paths("chunks"):
         keep.update(pd.read_parquet(path, columns=["content_hash"])["content_hash"])
     cache = resource.open_cache()
     try:

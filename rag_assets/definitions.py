@@ -6,10 +6,10 @@ from typing import Any
 import dagster as dg
 
 from rag_assets.assets import INGESTION_GROUP, ingestion_assets
+from rag_assets.assets.checks import ingestion_checks
 from rag_assets.assets.freshness import FRESHNESS_CHECK_JOB, sources_are_fresh
 from rag_assets.assets.retrieval_eval import eval_queries, retrieval_eval
 from rag_assets.assets.serving_collection import serving_collection
-from rag_assets.checks import ingestion_checks
 from rag_assets.executors import celery_executor_from_env, executor_for, k8s_executor
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager

@@ -15,8 +15,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from rag_assets.instance import INSTANCE_CONFIG
+from rag_assets.metadata import latest_record, plain_metadata
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.runtime.instance import INSTANCE_CONFIG
 from rag_assets.settings import Settings
 
 SAMPLE_DOCS = Path(__file__).parents[1] / "rag_assets" / "sample_docs"
@@ -97,16 +98,14 @@ def latest_materialization(
     instance: dg.DagsterInstance, asset: str, partition: str
 ) -> dg.AssetMaterialization:
     """The newest materialization of one partition of an asset."""
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
+    record = latest_record(instance, asset, partition)
+    assert record is not None, f"{asset} was never materialized for {partition!r}"
     return record.asset_materialization
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
-    """The metadata of that materialization, as plain values."""
-    metadata = latest_materialization(instance, asset, partition).metadata
-    return {key: value.value for key, value in metadata.items()}
+    """The metadata of that materialization, as plain values (it must exist)."""
+    return plain_metadata(latest_materialization(instance, asset, partition))
 
 
 def expected_chunks(source: str, folder: Path) -> dict[str, tuple[str, str, str]]:

@@ -25,12 +25,12 @@ from rag_assets.core.fitting import fit_identifier, fit_rows, utf8_size
 from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
 from rag_assets.core.sections import detect_format
 from rag_assets.core.web_scope import Scope
-from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import ROW_FIELDS, VARCHAR_LIMITS, MilvusStore
 from rag_assets.resources.readers.github import GitHubError
 from rag_assets.resources.retry import RetryError
 from rag_assets.resources.web import WebResource
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sources import GitHubSource, WebSource
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets.testing.web_server import FakeSite

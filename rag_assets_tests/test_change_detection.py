@@ -157,8 +157,8 @@ def test_fingerprints_change_with_the_commit_the_definition_and_the_settings(env
 
 @pytest.mark.slow
 def test_a_run_started_outside_the_cli_erases_the_record_so_the_next_command_runs(env, workdir, docs_folder):
-    from rag_assets.ingest import run_ingest
-    from rag_assets.instance import cli_instance
+    from rag_assets.runtime.ingest import run_ingest
+    from rag_assets.runtime.instance import cli_instance
 
     write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
     assert rag_assets("ingest", env=env).returncode == 0

@@ -6,8 +6,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from rag_assets.core.artifacts import PARQUET_ASSETS
 from rag_assets.definitions import INGEST_JOB, defs
-from rag_assets.instance import INSTANCE_CONFIG
+from rag_assets.runtime.instance import INSTANCE_CONFIG
 
 ROOT = Path(__file__).parents[1]
 
@@ -46,6 +47,17 @@ def test_every_asset_is_partitioned_by_source_described_and_single_run():
         )
     for assets_def in defs.assets:
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_the_artifact_store_lists_exactly_the_assets_stored_in_parquet():
+    # The cleanup removes a source's files of these assets: one bound to parquet later is listed too.
+    stored = {
+        key.to_user_string()
+        for assets_def in defs.assets
+        for key in assets_def.keys
+        if assets_def.get_io_manager_key_for_asset_key(key) == "parquet_io_manager"
+    }
+    assert stored == set(PARQUET_ASSETS)
 
 
 def test_embedding_step_is_in_pool_gpu_and_the_writer_in_pool_milvus():

@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from rag_assets.instance import INSTANCE_CONFIG
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.runtime.instance import INSTANCE_CONFIG
 from rag_assets.settings import DEFAULT_MODEL
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import SAMPLE_DOCS

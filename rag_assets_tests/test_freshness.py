@@ -10,7 +10,7 @@ import pytest
 
 from rag_assets.core.freshness import SourceFreshness
 from rag_assets.definitions import INGEST_JOB, build_definitions
-from rag_assets.ingest import QUIET_RUN_CONFIG, run_ingest
+from rag_assets.runtime.ingest import QUIET_RUN_CONFIG, run_ingest
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, write_sources
 

@@ -23,9 +23,9 @@ import pytest
 
 from rag_assets.core.pages import PageStats
 from rag_assets.core.tarball import CorruptArchiveError, iter_tar_pages
-from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.milvus import MilvusStore, quote
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sources import GitHubSource, SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources

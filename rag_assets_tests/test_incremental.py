@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from rag_assets.ingest import run_ingest
 from rag_assets.resources.embedder import Embedder
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.runtime.ingest import run_ingest
 from rag_assets_tests.helpers import (
     cli,
     latest_metadata,

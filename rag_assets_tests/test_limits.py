@@ -11,8 +11,8 @@ import pytest
 from rag_assets.assets.chunks import cap_chunks
 from rag_assets.core.local_folder import iter_folder_pages
 from rag_assets.core.pages import PageStats, ReadLimits
-from rag_assets.ingest import run_ingest
 from rag_assets.resources.web import WebResource
+from rag_assets.runtime.ingest import run_ingest
 from rag_assets.sources import SourceLimits, SourcesFileError, WebSource, load_sources
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources

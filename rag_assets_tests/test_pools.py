@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 import pytest
 
-from rag_assets.instance import ensure_pools
+from rag_assets.runtime.instance import ensure_pools
 from rag_assets_tests.helpers import milvus_rows, step_window, write_distinct_docs, write_sources
 
 # Ingest processes started together, each importing dagster and torch: on 2 cores they wait for each

@@ -8,6 +8,7 @@ import pandas as pd
 
 from rag_assets.core.chunking import embedding_input
 from rag_assets.core.progress import Reporter
+from rag_assets.metadata import CHUNKS_EMBEDDED, TOKENS_EMBEDDED
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 
@@ -64,10 +65,10 @@ def embeddings(
             context.add_asset_metadata(
                 {
                     "dagster/row_count": len(frame),
-                    "chunks_embedded": len(frame) - hits,
+                    CHUNKS_EMBEDDED: len(frame) - hits,
                     "cache_hits": hits,
                     "cache_hit_rate": round(hits / len(frame), 4) if len(frame) else 1.0,
-                    "tokens_embedded": tokens,
+                    TOKENS_EMBEDDED: tokens,
                     "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,
                     "forward_passes": batches,
                     "model": model.identity,

@@ -15,6 +15,7 @@ import dagster as dg
 
 from rag_assets.assets.milvus_collection import milvus_collection
 from rag_assets.core.freshness import SourceFreshness
+from rag_assets.metadata import SEARCHABLE_AT, SOURCE_TIME, latest_record, plain_metadata
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.sources import SourcesFileError
@@ -58,13 +59,11 @@ def sources_are_fresh(
 
 def source_freshness(instance: dg.DagsterInstance, source: str, limit_hours: float) -> SourceFreshness:
     """What the instance knows about one source's last write, and the failures since."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=milvus_collection.key, asset_partitions=[source]), limit=1
-    ).records
-    if not records:
+    record = latest_record(instance, milvus_collection.key.to_user_string(), source)
+    if record is None:
         return SourceFreshness(source, limit_hours, None, None)
-    metadata = records[0].asset_materialization.metadata
-    searchable_at = _epoch(metadata.get("searchable_at")) or records[0].timestamp
+    metadata = plain_metadata(record.asset_materialization)
+    searchable_at = _epoch(metadata.get(SEARCHABLE_AT)) or record.timestamp
     failures = instance.get_run_records(
         dg.RunsFilter(
             tags={"dagster/partition": source},
@@ -74,14 +73,13 @@ def source_freshness(instance: dg.DagsterInstance, source: str, limit_hours: flo
     )
     failed_since = min((r.create_timestamp.timestamp() for r in failures), default=None)
     return SourceFreshness(
-        source, limit_hours, _epoch(metadata.get("source_time")), searchable_at, failed_since
+        source, limit_hours, _epoch(metadata.get(SOURCE_TIME)), searchable_at, failed_since
     )
 
 
-def _epoch(value) -> float | None:
-    if value is None:
+def _epoch(raw) -> float | None:
+    if raw is None:
         return None
-    raw = value.value
     if isinstance(raw, (int, float)):
         return float(raw)
     try:

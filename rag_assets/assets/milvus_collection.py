@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from rag_assets.assets.raw_pages import SOURCE_FAILED
+from rag_assets.metadata import SOURCE_FAILED, latest_record, plain_metadata
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.milvus import ROW_FIELDS
 from rag_assets.resources.sources import SourcesResource
@@ -73,11 +73,9 @@ def failed_sources(context: dg.AssetExecutionContext, keys: list[str]) -> dict[s
     """The sources whose raw_pages recorded `source_failed` in this run, with the error."""
     failed = {}
     for key in keys:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[key]), limit=1
-        ).records
-        if records and records[0].run_id == context.run_id:
-            value = records[0].asset_materialization.metadata.get(SOURCE_FAILED)
+        record = latest_record(context.instance, "raw_pages", key)
+        if record is not None and record.run_id == context.run_id:
+            value = plain_metadata(record.asset_materialization).get(SOURCE_FAILED)
             if value is not None:
-                failed[key] = str(value.value)
+                failed[key] = str(value)
     return failed

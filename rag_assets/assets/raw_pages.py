@@ -10,6 +10,7 @@ from rag_assets.core.diffing import diff_pages
 from rag_assets.core.pages import PAGE_COLUMNS, PageStats
 from rag_assets.core.progress import Reporter
 from rag_assets.io_managers import PartitionedParquetIOManager
+from rag_assets.metadata import COMMIT, SOURCE_FAILED, SOURCE_TIME
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers import ReadResult, SourceReader
@@ -17,7 +18,6 @@ from rag_assets.resources.readers.local import LocalReader
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.resources.web import WebResource
 
-SOURCE_FAILED = "source_failed"  # raw_pages metadata of a source whose reading failed in this run
 LOGGED_NOTES = 50
 
 
@@ -91,10 +91,10 @@ def read_metadata(result: ReadResult, previous: pd.DataFrame | None, seconds: fl
     """What one source's reading recorded: its counters, limit, changes, commit and time."""
     return {
         **result.stats.as_metadata(),
-        "source_time": dg.MetadataValue.timestamp(result.source_time),
+        SOURCE_TIME: dg.MetadataValue.timestamp(result.source_time),
         "limit_hit": result.stats.limit_hit or "none",
         **diff_pages(previous, result.pages).as_metadata("pages"),
-        "commit": result.commit,
+        COMMIT: result.commit,
         "download_skipped": result.pages is previous,  # the reader found nothing changed
         "dagster/row_count": len(result.pages),
         "seconds": round(seconds, 3),

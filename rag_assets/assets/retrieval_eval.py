@@ -23,6 +23,7 @@ from rag_assets.core.evaluation import (
     stable_sample,
 )
 from rag_assets.io_managers import PartitionedParquetIOManager
+from rag_assets.metadata import COLLECTION, MEETS_THRESHOLD
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.evaluation import EvaluationResource
@@ -195,8 +196,8 @@ def source_metadata(
         **scores.as_metadata(),
         "k": evaluation.k,
         "min_recall": evaluation.min_recall,
-        "meets_threshold": bool(not scores.queries or recall >= evaluation.min_recall),
-        "collection": collection,
+        MEETS_THRESHOLD: bool(not scores.queries or recall >= evaluation.min_recall),
+        COLLECTION: collection,
         "missed_queries": dg.MetadataValue.md("\n".join(f"- {q}" for q in misses) or "*None.*"),
     }
 

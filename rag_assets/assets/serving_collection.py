@@ -9,6 +9,19 @@ keep the previous model's collection, whole. The decision is `resources.milvus.a
 import dagster as dg
 
 from rag_assets.assets.retrieval_eval import retrieval_eval
+from rag_assets.metadata import (
+    ALIAS,
+    BELOW_THRESHOLD,
+    CANDIDATE,
+    COLLECTION,
+    MEETS_THRESHOLD,
+    MOVED,
+    PREVIOUS,
+    REASON,
+    SERVING,
+    WAITING_FOR,
+    latest_metadata,
+)
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.evaluation import EvaluationResource
 from rag_assets.resources.milvus import MilvusResource, decide_promotion
@@ -52,14 +65,14 @@ def serving_collection(
     finally:
         store.close()
     metadata = {
-        "alias": milvus.collection,
-        "serving": candidate if moved else (before or "none"),
-        "previous": before or "none",
-        "candidate": candidate,
-        "moved": moved,
-        "reason": decision.reason,
-        "waiting_for": ", ".join(decision.waiting_for) or "none",
-        "below_threshold": ", ".join(decision.below_threshold) or "none",
+        ALIAS: milvus.collection,
+        SERVING: candidate if moved else (before or "none"),
+        PREVIOUS: before or "none",
+        CANDIDATE: candidate,
+        MOVED: moved,
+        REASON: decision.reason,
+        WAITING_FOR: ", ".join(decision.waiting_for) or "none",
+        BELOW_THRESHOLD: ", ".join(decision.below_threshold) or "none",
     }
     for key in context.partition_keys:
         context.add_asset_metadata(metadata, partition_key=key)
@@ -70,15 +83,7 @@ def latest_evaluations(instance: dg.DagsterInstance, sources: list[str]) -> dict
     """Per source, (collection, met the threshold) of its latest retrieval_eval materialization."""
     found = {}
     for source in sources:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=retrieval_eval.key, asset_partitions=[source]), limit=1
-        ).records
-        if records:
-            metadata = records[0].asset_materialization.metadata
-            if "collection" in metadata:
-                met = metadata.get("meets_threshold")
-                found[source] = (
-                    str(metadata["collection"].value),
-                    bool(met.value) if met is not None else False,
-                )
+        metadata = latest_metadata(instance, retrieval_eval.key.to_user_string(), source)
+        if COLLECTION in metadata:
+            found[source] = (str(metadata[COLLECTION]), bool(metadata.get(MEETS_THRESHOLD, False)))
     return found

@@ -30,8 +30,8 @@ from rag_assets.core.chunking import PageToChunk, chunk_pages
 from rag_assets.core.evaluation import DEFAULT_KS, Span, answers, first_relevant_rank, score_ranks
 from rag_assets.core.pages import PageStats, decode_page, path_selected
 from rag_assets.core.sections import detect_format, split_sections
+from rag_assets.core.tarball import tarball_files
 from rag_assets.resources.embedder import Embedder
-from rag_assets.testing.github_server import tarball_files
 
 SOURCE = "experiment"
 MIN_TITLE_CHARS = 3

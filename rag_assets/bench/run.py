@@ -29,13 +29,14 @@ from rag_assets.bench.split import latest_run_split
 from rag_assets.core.chunking import PageToChunk, chunk_pages, embedding_input
 from rag_assets.core.pages import PageStats, decode_page, path_selected
 from rag_assets.core.sections import detect_format
-from rag_assets.ingest import run_ingest
-from rag_assets.instance import INSTANCE_CONFIG, ensure_pools
+from rag_assets.core.tarball import tarball_files
 from rag_assets.resources.embedder import Embedder, release_free_heap
 from rag_assets.resources.milvus import MilvusStore
+from rag_assets.runtime.ingest import run_ingest
+from rag_assets.runtime.instance import INSTANCE_CONFIG, ensure_pools
 from rag_assets.settings import Settings
 from rag_assets.sources import DEFAULT_INCLUDE
-from rag_assets.testing.github_server import FakeGitHub, tarball_files
+from rag_assets.testing.github_server import FakeGitHub
 
 SOURCE = "bench"
 REPO = "bench/docs"

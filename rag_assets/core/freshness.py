@@ -36,7 +36,10 @@ class SourceFreshness:
 
 
 def freshness_metadata(source_time: float | None, searchable_at: float) -> dict:
-    """Metadata for one write: when its rows became searchable, and the lag from the source time."""
+    """Metadata for one write: when its rows became searchable, and the lag from the source time.
+
+    The keys are rag_assets.metadata's SEARCHABLE_AT and SOURCE_TIME, spelled out: core imports nothing
+    that may load dagster."""
     metadata: dict = {"searchable_at": _iso(searchable_at)}
     if source_time is not None:
         metadata["source_time"] = _iso(source_time)

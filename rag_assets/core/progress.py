@@ -1,7 +1,7 @@
 """Progress of a step, told as it happens to whoever listens in this process and, every
 `log_every` seconds, to a log function.
 
-The CLI runs its Dagster runs in its own process (rag_assets/ingest.py) and listens here to draw its
+The CLI runs its Dagster runs in its own process (rag_assets/runtime/ingest.py) and listens here to draw its
 progress display; the Dagster run log gets a line about every 10 s (`context.log.info`), so a run
 launched from the UI shows it too. With no listener and no log, a reporter costs a clock read.
 """

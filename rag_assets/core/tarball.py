@@ -10,6 +10,7 @@ import gzip
 import tarfile
 import zlib
 from collections.abc import Iterator
+from os import PathLike
 from typing import IO
 
 from rag_assets.core.pages import (
@@ -154,3 +155,14 @@ def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_p
         return None
     data = archive.extractfile(member).read(max_file_bytes + 1)
     return decode_page(path, data, stats)
+
+
+def tarball_files(tarball_path: str | PathLike[str]) -> dict[str, bytes | str]:
+    """The regular files of an archive with one top folder, by path with that folder stripped."""
+    files: dict[str, bytes | str] = {}
+    with tarfile.open(tarball_path, mode="r:*") as archive:
+        for member in archive:
+            parts = [p for p in member.name.split("/") if p not in ("", ".")]
+            if member.isreg() and len(parts) > 1:
+                files["/".join(parts[1:])] = archive.extractfile(member).read()  # type: ignore[union-attr]
+    return files

@@ -13,6 +13,7 @@ import pandas as pd
 from rag_assets.core.fitting import fit_rows
 from rag_assets.core.freshness import freshness_metadata
 from rag_assets.core.progress import Reporter
+from rag_assets.metadata import ROWS_DELETED, ROWS_UPSERTED, SOURCE_TIME, latest_metadata
 from rag_assets.resources.milvus import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
@@ -60,8 +61,8 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                     source,
                     {
                         **freshness_metadata(_source_time(context, source), searchable_at),
-                        "rows_upserted": result.upserted,
-                        "rows_deleted": result.deleted,
+                        ROWS_UPSERTED: result.upserted,
+                        ROWS_DELETED: result.deleted,
                         "rows_unchanged": result.unchanged,
                         "rows_skipped": sum(fitted.skipped.values()),
                         "rows_skipped_reasons": dg.MetadataValue.json(dict(fitted.skipped)),
@@ -115,11 +116,8 @@ def _check_model(source: str, rows: pd.DataFrame, identity: str | None) -> None:
 
 def _source_time(context: dg.OutputContext, source: str) -> float | None:
     """The `source_time` raw_pages recorded for the source (commit or fetch time), as epoch seconds."""
-    records = context.step_context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[source]), limit=1
-    ).records
-    value = records[0].asset_materialization.metadata.get("source_time") if records else None
-    return float(value.value) if value is not None else None
+    value = latest_metadata(context.step_context.instance, "raw_pages", source).get(SOURCE_TIME)
+    return float(value) if value is not None else None
 
 
 def _add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: dict) -> None:

@@ -1,21 +1,27 @@
 """Parquet files per asset and partition: `{base_dir}/{asset}/{partition}.parquet`.
 
 Asset values are `{partition_key: DataFrame}` for every partition the step handles, so one step
-can process a range of sources (single-run backfills) and each source still gets its own file.
+can process a range of sources (single-run backfills) and each source still gets its own file. The
+layout itself is rag_assets.core.artifacts' ArtifactStore.
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from rag_assets.core.artifacts import ArtifactStore
+
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
+    @property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(Path(self.base_dir))
+
     def path_for(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
-        return Path(self.base_dir, *asset_key.path, f"{partition_key}.parquet")
+        return self.store.path(_name(asset_key), partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
         expected = set(context.asset_partition_keys)
@@ -25,25 +31,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"{sorted(expected)}"
             )
         for partition_key, frame in obj.items():
-            path = self.path_for(context.asset_key, partition_key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            frame.to_parquet(partial, index=False)
-            os.replace(partial, path)  # readers see the old file or the new one, never half of one
+            self.store.write(_name(context.asset_key), partition_key, frame)
 
     def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
         frames = {}
         for partition_key in context.asset_partition_keys:
-            path = self.path_for(context.asset_key, partition_key)
-            if not path.exists():
+            frame = self.store.load(_name(context.asset_key), partition_key)
+            if frame is None:
                 raise FileNotFoundError(
                     f"{context.asset_key.to_user_string()} has no stored value for source {partition_key!r} "
-                    f"({path}): materialize it first"
+                    f"({self.path_for(context.asset_key, partition_key)}): materialize it first"
                 )
-            frames[partition_key] = pd.read_parquet(path)
+            frames[partition_key] = frame
         return frames
 
     def load_previous(self, asset_key: dg.AssetKey, partition_key: str) -> pd.DataFrame | None:
         """The last value written for a partition, for incremental work; None if there is none."""
-        path = self.path_for(asset_key, partition_key)
-        return pd.read_parquet(path) if path.exists() else None
+        return self.store.load(_name(asset_key), partition_key)
+
+
+def _name(asset_key: dg.AssetKey) -> str:
+    return "/".join(asset_key.path)

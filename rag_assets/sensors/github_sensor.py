@@ -13,6 +13,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from rag_assets.metadata import COMMIT, latest_metadata
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers.github import GitHubError
@@ -82,11 +83,8 @@ def build_github_sensor(job, interval_seconds: int) -> dg.SensorDefinition:
 
 def last_written_commit(instance: dg.DagsterInstance, source: str) -> str | None:
     """The commit raw_pages last read for a source (its `commit` metadata), if it ever ran."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_pages"), asset_partitions=[source]), limit=1
-    ).records
-    value = records[0].asset_materialization.metadata.get("commit") if records else None
-    return str(value.value) if value is not None else None
+    value = latest_metadata(instance, "raw_pages", source).get(COMMIT)
+    return str(value) if value is not None else None
 
 
 def _wanted(instance: dg.DagsterInstance, source: str, previous: str | None, sha: str) -> bool:

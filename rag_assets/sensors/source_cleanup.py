@@ -5,11 +5,10 @@ daemon is another process), so it requests this job instead. Its one op sits in 
 serialized with every write step, and deletes only rows whose `source` is a removed name.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
 from rag_assets.change_detection import forget as forget_unchanged
+from rag_assets.core.artifacts import PARQUET_ASSETS  # noqa: F401  (its name here is kept: tests read it)
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.resources.milvus import MilvusResource
 from rag_assets.resources.sources import SourcesResource
@@ -17,7 +16,6 @@ from rag_assets.resources.web import WebResource
 from rag_assets.sources import SOURCE_NAME_PATTERN
 
 SOURCE_CLEANUP_JOB = "source_cleanup_job"
-PARQUET_ASSETS = ("raw_pages", "chunks", "embeddings", "eval_queries", "retrieval_eval")
 
 
 class CleanupConfig(dg.Config):
@@ -58,13 +56,7 @@ def remove_sources(
 
 
 def _remove_artifacts(io_manager: PartitionedParquetIOManager, name: str) -> int:
-    removed = 0
-    for asset in PARQUET_ASSETS:
-        path: Path = io_manager.path_for(dg.AssetKey(asset), name)
-        if path.exists():
-            path.unlink()
-            removed += 1
-    return removed + int(forget_unchanged(io_manager.base_dir, name))
+    return io_manager.store.remove(name) + int(forget_unchanged(io_manager.base_dir, name))
 
 
 @dg.job(

@@ -25,6 +25,7 @@ from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rag_assets.core.tarball import tarball_files
 from rag_assets.testing.loopback import LoopbackHandler, LoopbackServer
 
 DEFAULT_REF = "main"
@@ -346,17 +347,6 @@ def _send(handler: LoopbackHandler, answer: _Answer) -> None:
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         handler.connection.close()  # now, before socketserver's graceful shutdown could send a FIN
         handler.close_connection = True
-
-
-def tarball_files(tarball_path: str | os.PathLike[str]) -> dict[str, bytes | str]:
-    """The regular files of an archive with one top folder, by path with that folder stripped."""
-    files: dict[str, bytes | str] = {}
-    with tarfile.open(tarball_path, mode="r:*") as archive:
-        for member in archive:
-            parts = [p for p in member.name.split("/") if p not in ("", ".")]
-            if member.isreg() and len(parts) > 1:
-                files["/".join(parts[1:])] = archive.extractfile(member).read()  # type: ignore[union-attr]
-    return files
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Answer:

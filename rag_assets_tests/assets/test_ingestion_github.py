@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_assets.ingest import IngestFailed, run_ingest
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.testing.github_server import FakeGitHub
 from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
 

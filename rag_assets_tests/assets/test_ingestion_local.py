@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_assets.ingest import run_ingest
+from rag_assets.runtime.ingest import run_ingest
 from rag_assets_tests.helpers import expected_chunks, milvus_rows, write_sources
 
 

@@ -3,8 +3,8 @@
 import io
 import time
 
-from rag_assets.console import ProgressDisplay
 from rag_assets.core.progress import Reporter, StepProgress, listening
+from rag_assets.runtime.console import ProgressDisplay
 
 
 def test_listeners_see_every_update_and_the_log_gets_a_line_once_per_interval():

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from rag_assets.definitions import build_definitions
-from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.resources.embedder import Embedder
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB
 from rag_assets.settings import Settings
 from rag_assets_tests.evaluation.helpers import (

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from rag_assets.assets.retrieval_eval import RECALL_CHECK
-from rag_assets.ingest import IngestFailed, run_ingest
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.settings import Settings
 from rag_assets_tests.evaluation.helpers import (
     latest_check,

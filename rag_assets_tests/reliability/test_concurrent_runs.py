@@ -8,7 +8,7 @@ test_postgres_instance.py::test_gpu_pool_admits_one_embedding_step_across_proces
 
 import pytest
 
-from rag_assets.ingest import register_partitions
+from rag_assets.runtime.ingest import register_partitions
 from rag_assets_tests.helpers import step_window, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,

@@ -1,7 +1,7 @@
 """A run whose process is SIGKILLed (scenario 6): the next run is not blocked by the slot it held,
 the killed run is marked failed, the collection is never half-written, and the re-run is exact.
 
-Without rag_assets/reclaim.py the killed in-process run would stay STARTED holding pool `gpu`'s one
+Without rag_assets/runtime/reclaim.py the killed in-process run would stay STARTED holding pool `gpu`'s one
 slot, and every later run would wait for that slot forever: no daemon watches CLI runs, and Dagster's
 run monitoring only frees the slots of runs that already finished.
 """
@@ -17,9 +17,9 @@ import psutil
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from rag_assets.ingest import run_ingest
-from rag_assets.instance import ensure_pools
-from rag_assets.reclaim import HOST_TAG, PID_STARTED_TAG, PID_TAG, process_tags, reclaim_dead_runs
+from rag_assets.runtime.ingest import run_ingest
+from rag_assets.runtime.instance import ensure_pools
+from rag_assets.runtime.reclaim import HOST_TAG, PID_STARTED_TAG, PID_TAG, process_tags, reclaim_dead_runs
 from rag_assets_tests.helpers import write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
     collection_rows,

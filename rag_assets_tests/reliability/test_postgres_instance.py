@@ -9,8 +9,8 @@ import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-from rag_assets.ingest import run_ingest
-from rag_assets.instance import ensure_pools
+from rag_assets.runtime.ingest import run_ingest
+from rag_assets.runtime.instance import ensure_pools
 from rag_assets_tests.helpers import step_window, write_distinct_docs, write_sources
 from rag_assets_tests.reliability.helpers import (
     DOCKER_INSTANCE,

@@ -3,7 +3,7 @@ milliseconds). Each test ends by comparing the collection with the chunker's exa
 
 import pytest
 
-from rag_assets.ingest import IngestFailed, run_ingest
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.reliability.helpers import collection_rows, expected_rows
 

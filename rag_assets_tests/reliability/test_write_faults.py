@@ -14,8 +14,8 @@ import pytest
 
 from rag_assets.assets import ingestion_assets
 from rag_assets.definitions import build_resources
-from rag_assets.ingest import register_partitions, run_ingest
 from rag_assets.io_managers.milvus_io import MilvusIOManager
+from rag_assets.runtime.ingest import register_partitions, run_ingest
 from rag_assets_tests.helpers import write_sources
 from rag_assets_tests.reliability.faults import (
     INJECTED,

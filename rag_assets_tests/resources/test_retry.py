@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.resources.retry import RateLimitedError, RetryPolicy
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.settings import Settings
 from rag_assets_tests.helpers import milvus_rows, write_sources
 

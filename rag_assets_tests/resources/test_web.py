@@ -4,9 +4,9 @@ duplicates, conditional re-crawls that download nothing unchanged, the page cap,
 import pytest
 
 from rag_assets.core.html_text import html_to_page
-from rag_assets.ingest import run_ingest
 from rag_assets.resources.retry import RetryError
 from rag_assets.resources.web import WebResource
+from rag_assets.runtime.ingest import run_ingest
 from rag_assets.sources import WebSource
 from rag_assets.testing.web_server import FakeSite
 from rag_assets_tests.helpers import milvus_rows, write_sources

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from rag_assets.executors import CELERY_BACKEND_ENV, CELERY_BROKER_ENV, CPU_QUEUE, GPU_QUEUE
-from rag_assets.instance import ensure_pools
+from rag_assets.runtime.instance import ensure_pools
 from rag_assets_tests.scale_out.celery_workers import (
     DEFAULT_REDIS_URL,
     dedicated_redis,

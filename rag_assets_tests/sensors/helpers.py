@@ -7,7 +7,7 @@ from dagster._core.definitions.dynamic_partitions_request import (
 )
 
 from rag_assets.definitions import INGEST_JOB, build_definitions, build_resources
-from rag_assets.ingest import QUIET_RUN_CONFIG
+from rag_assets.runtime.ingest import QUIET_RUN_CONFIG
 from rag_assets.settings import Settings
 
 

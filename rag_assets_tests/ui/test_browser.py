@@ -21,8 +21,8 @@ import pytest
 import yaml
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG as RANGE_START_TAG
 
-from rag_assets.instance import ensure_pools
 from rag_assets.partitions import source_partitions
+from rag_assets.runtime.instance import ensure_pools
 from rag_assets.settings import Settings
 from rag_assets_tests.helpers import SAMPLE_DOCS, expected_chunks, milvus_rows
 from rag_assets_tests.ui.dagster_dev import REPO, DagsterDev

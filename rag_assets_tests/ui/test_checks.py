@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 
 from rag_assets.assets import ingestion_assets
-from rag_assets.checks import (
+from rag_assets.assets.checks import (
     ingestion_checks,
     no_empty_chunks,
     rows_match_chunks,
     vector_dimension_matches_collection,
 )
 from rag_assets.definitions import build_resources
-from rag_assets.ingest import IngestFailed, run_ingest
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.resources.milvus import ROW_FIELDS, MilvusStore
+from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets_tests.helpers import milvus_rows, write_sources
 
 MODEL_DIMENSION = 384  # all-MiniLM-L6-v2, the bundled model

@@ -6,7 +6,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from rag_assets.assets.chunks import PREVIEW_CHARS, chunk_preview
-from rag_assets.ingest import run_ingest
+from rag_assets.runtime.ingest import run_ingest
 from rag_assets_tests.helpers import latest_materialization, write_sources
 
 

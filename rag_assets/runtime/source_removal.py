@@ -18,7 +18,7 @@ import dagster as dg
 from rag_assets.core.registry import RegistryState, definition_hash, plan_registry
 from rag_assets.definitions import build_definitions
 from rag_assets.partitions import source_partitions
-from rag_assets.reclaim import process_tags
+from rag_assets.runtime.reclaim import process_tags
 from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB, cleanup_run_request
 from rag_assets.settings import Settings
 from rag_assets.sources import load_sources

@@ -1,6 +1,6 @@
 """Reclaim dead runs: runs whose process died on this host are marked failed and give back their pool slots.
 
-`rag-assets ingest` (rag_assets.ingest.run_ingest) executes each run in its own process
+`rag-assets ingest` (rag_assets.runtime.ingest.run_ingest) executes each run in its own process
 (`execute_in_process`). When that process dies without a word (SIGKILL, the OOM killer, a lost
 container), its run stays STARTED forever and keeps the pool slot its current step claimed. Pools
 `gpu` and `milvus` have one slot, so every later run would wait for that slot forever.
@@ -88,7 +88,7 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, host: str | None = None) -> 
         instance.report_run_failed(
             current,
             f"The process that executed this run (pid {pid} on {host}) is gone; reclaimed by "
-            "rag_assets.reclaim.",
+            "rag_assets.runtime.reclaim.",
         )
         if instance.event_log_storage.supports_global_concurrency_limits:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

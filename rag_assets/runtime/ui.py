@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from rag_assets.instance import cli_instance, instance_home
+from rag_assets.runtime.instance import cli_instance, instance_home
 from rag_assets.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"

@@ -12,19 +12,19 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy.exc import IntegrityError
 
-from rag_assets.assets.raw_pages import SOURCE_FAILED
+from rag_assets import metadata as m
 from rag_assets.definitions import INGEST_JOB, build_definitions
 from rag_assets.errors import IngestFailed, SourceFailure
 from rag_assets.partitions import source_partitions
-from rag_assets.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
+from rag_assets.runtime.reclaim import ReclaimedRun, process_tags, reclaim_dead_runs
+from rag_assets.runtime.source_removal import RemovedSource, remove_unlisted_sources
 from rag_assets.settings import Settings
-from rag_assets.source_removal import RemovedSource, remove_unlisted_sources
 
 SUMMARY_FIELDS = {
-    "raw_pages": {"pages": "dagster/row_count"},
-    "chunks": {"chunks": "dagster/row_count"},
-    "embeddings": {"embedded": "chunks_embedded", "tokens": "tokens_embedded"},
-    "milvus_collection": {"written": "rows_upserted", "deleted": "rows_deleted"},
+    "raw_pages": {"pages": m.ROW_COUNT},
+    "chunks": {"chunks": m.ROW_COUNT},
+    "embeddings": {"embedded": m.CHUNKS_EMBEDDED, "tokens": m.TOKENS_EMBEDDED},
+    "milvus_collection": {"written": m.ROWS_UPSERTED, "deleted": m.ROWS_DELETED},
 }
 
 
@@ -110,9 +110,9 @@ def run_ingest(
 
     Runs execute in this process and carry its host, pid and start time as tags. Before the first
     one, runs of this host whose process died are failed and their pool slots freed
-    (rag_assets/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
+    (rag_assets/runtime/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
     Then sources no longer in the sources file are removed, as the sources sensor would
-    (rag_assets/source_removal.py). `resources` replace the definitions' resources by key.
+    (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key.
     `resources` replace the definitions' resources by key (see build_definitions).
     """
     for reclaimed in reclaim_dead_runs(instance):
@@ -234,9 +234,9 @@ def _sources_failed(result) -> dict[str, str]:
         materialization = event.step_materialization_data.materialization
         if (
             materialization.asset_key.to_user_string() == "raw_pages"
-            and SOURCE_FAILED in materialization.metadata
+            and m.SOURCE_FAILED in materialization.metadata
         ):
-            failed[materialization.partition] = str(materialization.metadata[SOURCE_FAILED].value)
+            failed[materialization.partition] = str(materialization.metadata[m.SOURCE_FAILED].value)
     return failed
 
 

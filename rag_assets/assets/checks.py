@@ -21,7 +21,7 @@ from dagster._core.storage.tags import (
 )
 
 from rag_assets.assets import chunks, embeddings, milvus_collection
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.milvus import MilvusResource
 
@@ -72,8 +72,7 @@ def stored_path(
     io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinition, source: str
 ) -> Path | None:
     """Where the asset's value for the source is, or None when it was never materialized."""
-    path = io_manager.path_for(asset.key, source)
-    return path if path.exists() else None
+    return io_manager.store.stored(asset.key.to_user_string(), source)
 
 
 def result(passed: bool, failure: str, per_source: dict[str, str], **counts) -> dg.AssetCheckResult:
