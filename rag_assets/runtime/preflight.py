@@ -27,7 +27,12 @@ def check_milvus(settings: Settings) -> None:
     """Connect with the token and list collections (a server checks the token on calls, not on
     connect); an existing collection of this model must hold vectors of the model's dimension."""
     from rag_assets.core.model_files import embedding_dimension, resolve_model_dir
-    from rag_assets.resources.milvus import MilvusException, MilvusResource, MilvusUnavailable
+    from rag_assets.resources.milvus import (
+        MilvusException,
+        MilvusLiteBusy,
+        MilvusResource,
+        MilvusUnavailable,
+    )
 
     milvus = MilvusResource(
         uri=settings.milvus_uri,
@@ -35,7 +40,12 @@ def check_milvus(settings: Settings) -> None:
         model=settings.embedding_model,
         token_env=settings.milvus_token_env,
     )
-    store = milvus.open()
+    try:
+        store = milvus.open()
+    except MilvusLiteBusy:
+        # Another ingest (or a run) holds the Lite file: Milvus is there. This run's Milvus steps wait
+        # for the `milvus` pool, and the write step checks the dimension itself.
+        return
     try:
         try:
             store.list_collections()
