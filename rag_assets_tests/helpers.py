@@ -174,3 +174,16 @@ def step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tup
     )
     times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step_key}
     return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
+
+
+def github_source(github, name: str, repo: str, **extra) -> dict:
+    """A sources-file entry for `repo` on a loopback GitHub server (its Markdown pages on main)."""
+    return {
+        "name": name,
+        "kind": "github",
+        "repo": repo,
+        "ref": "main",
+        "include": ["**/*.md"],
+        "api_url": github.url,
+        **extra,
+    }

@@ -28,7 +28,7 @@ from rag_assets.resources.milvus import MilvusStore, quote
 from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sources import GitHubSource, SourcesFileError, load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.helpers import latest_metadata, milvus_rows, write_sources
+from rag_assets_tests.helpers import github_source, latest_metadata, milvus_rows, write_sources
 from rag_assets_tests.resources.github_shapes import GitHubShapes
 from rag_assets_tests.sensors.helpers import skip_message, tick
 
@@ -41,18 +41,6 @@ MiB = 1024 * 1024
 def marker() -> str:
     """A unique file name: if any hostile entry were ever written to disk, a file by this name would exist."""
     return f"rag-hostile-{uuid.uuid4().hex}"
-
-
-def github_source(github: FakeGitHub, name: str, repo: str, **extra) -> dict:
-    return {
-        "name": name,
-        "kind": "github",
-        "repo": repo,
-        "ref": "main",
-        "include": ["**/*.md"],
-        "api_url": github.url,
-        **extra,
-    }
 
 
 def read_shapes(files: dict, extra_members: list = ()) -> tuple[dict[str, str], PageStats]:

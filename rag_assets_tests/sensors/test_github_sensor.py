@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.helpers import milvus_rows, write_sources
+from rag_assets_tests.helpers import github_source, milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
     apply_partition_requests,
     cursor_of,
@@ -20,17 +20,6 @@ from rag_assets_tests.sensors.helpers import (
 
 TOKEN = "ghp_sensorTestToken0123456789abcdefABCDEF"
 PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun it twice.\n"
-
-
-def github_source(github: FakeGitHub, name: str, repo: str) -> dict:
-    return {
-        "name": name,
-        "kind": "github",
-        "repo": repo,
-        "ref": "main",
-        "include": ["**/*.md"],
-        "api_url": github.url,
-    }
 
 
 def register(settings, instance, github, *repos: tuple[str, str]):
