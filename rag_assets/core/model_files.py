@@ -1,7 +1,9 @@
-"""Find an embedding model's files on disk and read what chunking needs, without loading torch."""
+"""Find an embedding model's files on disk, name its weights and read what chunking needs, without
+loading torch."""
 
+import hashlib
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -34,6 +36,38 @@ def resolve_model_dir(model: str) -> Path:
             f"EMBEDDING_MODEL={model!r} is neither a local folder nor a model in the Hugging Face cache "
             "(models are never downloaded at run time)"
         ) from None
+
+
+IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")  # weights, configs, vocabularies
+
+
+def model_identity(model: str, model_dir: Path | None = None) -> str:
+    """The model's name plus a hash of its weight files and configs: what every row, cache entry and
+    model collection is keyed by, so two models (or two versions of one) never share them.
+
+    `model` as EMBEDDING_MODEL names it; `model_dir` its resolved folder, when the caller has it."""
+    model_dir = model_dir or resolve_model_dir(model)
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file() and path.suffix in IDENTITY_SUFFIXES:
+            digest.update(path.relative_to(model_dir).as_posix().encode())
+            digest.update(_file_digest(path))
+    return f"{Path(model).name}-{digest.hexdigest()[:16]}"
+
+
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a file, memoised by path, size and mtime: weights are hashed once per process."""
+    stat = path.stat()
+    return _digest_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _digest_cached(path: str, size: int, mtime: int) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
 
 
 @lru_cache(maxsize=8)

@@ -26,7 +26,7 @@ from pydantic import PrivateAttr
 
 from rag_assets.core.batching import padded_length, plan_batches, run_halving_on_oom
 from rag_assets.core.chunking import CHUNKER_VERSION, Chunker
-from rag_assets.core.model_files import load_tokenizer, max_seq_length, resolve_model_dir
+from rag_assets.core.model_files import load_tokenizer, max_seq_length, model_identity, resolve_model_dir
 from rag_assets.resources.embedding_cache import EmbeddingCache
 from rag_assets.settings import PRECISIONS
 
@@ -109,12 +109,7 @@ class Embedder:
     @cached_property
     def identity(self) -> str:
         """Model name plus a hash of its weight files and configs: two models never share a cache."""
-        digest = hashlib.sha256()
-        for path in sorted(self.model_dir.rglob("*")):
-            if path.is_file() and path.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
-                digest.update(path.relative_to(self.model_dir).as_posix().encode())
-                digest.update(_file_digest(path))
-        return f"{Path(self.model_name).name}-{digest.hexdigest()[:16]}"
+        return model_identity(self.model_name, self.model_dir)
 
     @property
     def vectors_identity(self) -> str:
@@ -283,26 +278,6 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _file_digest(path: Path) -> bytes:
-    """sha256 of a file, memoised next to nothing: weights are hashed once per process."""
-    stat = path.stat()
-    return _digest_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-_DIGESTS: dict[tuple, bytes] = {}
-
-
-def _digest_cached(path: str, size: int, mtime: int) -> bytes:
-    key = (path, size, mtime)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.digest()
-    return _DIGESTS[key]
 
 
 class EmbedderResource(dg.ConfigurableResource):

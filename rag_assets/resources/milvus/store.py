@@ -20,6 +20,7 @@ import pandas as pd
 from pymilvus import MilvusClient, MilvusException
 from pymilvus.exceptions import ConnectionConfigException
 
+from rag_assets.core import model_files
 from rag_assets.errors import MilvusLiteBusy, MilvusUnavailable
 from rag_assets.resources.milvus import aliases
 from rag_assets.resources.milvus.aliases import CollectionInfo, family, model_collection_name
@@ -355,11 +356,7 @@ class MilvusResource(dg.ConfigurableResource):
     @property
     def model_identity(self) -> str | None:
         """The model's name and weights hash (as the embedding step records it on every row)."""
-        if not self.model:
-            return None
-        from rag_assets.resources.embedder import Embedder
-
-        return Embedder(self.model).identity
+        return model_files.model_identity(self.model) if self.model else None
 
     @property
     def model_collection(self) -> str:
