@@ -50,6 +50,7 @@ def chunks(
     is logged and recorded as `limit_hit`.
     """
     fingerprint = embedder.chunking_fingerprint()
+    source_named = sources.lookup()
     progress = Reporter("chunks", "pages", sum(len(p) for p in raw_pages.values()), log=context.log.info)
     frames = {}
     for key, pages in raw_pages.items():
@@ -60,7 +61,7 @@ def chunks(
             what = "chunked as plain text" if problem == PARSED_AS_TEXT else "left out"
             context.log.warning(f"source {key!r}: page {path!r} could not be parsed, {what}: {error}")
         counts = Counter(problem for problem, _ in problems.values())
-        frame, limit_hit = cap_chunks(frame, sources.get(key).limits.max_chunks)
+        frame, limit_hit = cap_chunks(frame, source_named(key).limits.max_chunks)
         if limit_hit:
             context.log.warning(f"source {key!r}: {limit_hit}")
         frames[key] = frame

@@ -58,6 +58,7 @@ def raw_pages(
         "local": LocalReader(),
         "web": web.reader(),
     }
+    source_named = sources.lookup()
     frames, failed = {}, {}
     progress = Reporter("raw_pages", "pages fetched", log=context.log.info)
     for key in context.partition_keys:
@@ -65,7 +66,7 @@ def raw_pages(
         forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
         previous = parquet_io_manager.load_previous(context.asset_key, key)
         try:
-            source = sources.get(key)
+            source = source_named(key)
             result = readers[source.kind].read(source, previous, progress)
         except Exception as error:  # one source's failure is its own: the others of the run go on
             failed[key] = error
