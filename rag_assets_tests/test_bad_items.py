@@ -33,9 +33,9 @@ from rag_assets.resources.web import WebResource
 from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sources import GitHubSource, WebSource
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets.testing.web_server import FakeSite
 from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.resources.github_shapes import GitHubShapes
+from rag_assets_tests.web_site import FakeSite
 
 OK_PAGE = "# Frob\n\nThe frobnicator frobs.\n\n## Install\n\nRun the installer twice.\n"
 OTHER_PAGE = "# Other\n\nAnother source, ingested beside the bad one.\n"

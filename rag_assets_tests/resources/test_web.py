@@ -8,8 +8,8 @@ from rag_assets.resources.retry import RetryError
 from rag_assets.resources.web import WebResource
 from rag_assets.runtime.ingest import run_ingest
 from rag_assets.sources import WebSource
-from rag_assets.testing.web_server import FakeSite
 from rag_assets_tests.helpers import milvus_rows, write_sources
+from rag_assets_tests.web_site import FakeSite
 
 
 def html(title: str, body: str, links=(), canonical: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""A small website on 127.0.0.1 for tests and demos: pages, redirects, robots.txt, a sitemap, ETags.
+"""A small website on 127.0.0.1 for the web tests: pages, redirects, robots.txt, a sitemap, ETags.
 
 It answers like an ordinary static web server: `ETag` and `Last-Modified` on every page, `304 Not
 Modified` for a matching `If-None-Match` (or `If-Modified-Since` when no ETag is sent), `301` for
