@@ -14,6 +14,7 @@ from rag_assets.executors import celery_executor_from_env, executor_for, k8s_exe
 from rag_assets.io_managers.milvus_io import MilvusIOManager
 from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.evaluation import EvaluationResource
 from rag_assets.resources.github import GitHubResource
@@ -61,6 +62,7 @@ def build_resources(settings: Settings) -> dict:
             blocking=settings.eval_blocking,
             queries_dir=str(settings.queries_dir),
         ),
+        "artifacts": ArtifactsResource(base_dir=str(settings.artifacts_dir)),  # what parquet_io_manager wrote
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)),
         "milvus_io_manager": MilvusIOManager(milvus=milvus),
     }

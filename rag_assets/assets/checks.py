@@ -21,8 +21,8 @@ from dagster._core.storage.tags import (
 )
 
 from rag_assets.assets import chunks, embeddings, milvus_collection
-from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.milvus import MilvusResource
 
 SAMPLE_IDS = 5  # ids listed per problem, so a failure names what to look at without flooding the UI
@@ -68,11 +68,9 @@ def checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
     return registered
 
 
-def stored_path(
-    io_manager: PartitionedParquetIOManager, asset: dg.AssetsDefinition, source: str
-) -> Path | None:
+def stored_path(artifacts: ArtifactsResource, asset: dg.AssetsDefinition, source: str) -> Path | None:
     """Where the asset's value for the source is, or None when it was never materialized."""
-    return io_manager.store.stored(asset.key.to_user_string(), source)
+    return artifacts.store.stored(asset.key.to_user_string(), source)
 
 
 def result(passed: bool, failure: str, per_source: dict[str, str], **counts) -> dg.AssetCheckResult:
@@ -100,11 +98,11 @@ def _sample(ids: list[str]) -> str:
     description="Every chunk has text: an empty chunk would embed only its breadcrumb. Blocks embeddings.",
 )
 def no_empty_chunks(
-    context: dg.AssetCheckExecutionContext, parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+    context: dg.AssetCheckExecutionContext, artifacts: ArtifactsResource
 ) -> dg.AssetCheckResult:
     per_source, total, empty = {}, 0, []
     for source in checked_sources(context):
-        path = stored_path(parquet_io_manager, chunks, source)
+        path = stored_path(artifacts, chunks, source)
         if path is None:
             per_source[source] = NOT_MATERIALIZED
             continue
@@ -135,7 +133,7 @@ def no_empty_chunks(
 )
 def vector_dimension_matches_collection(
     context: dg.AssetCheckExecutionContext,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
     milvus: MilvusResource,
 ) -> dg.AssetCheckResult:
     store = milvus.open()
@@ -145,7 +143,7 @@ def vector_dimension_matches_collection(
         store.close()
     per_source, found = {}, {}
     for source in checked_sources(context):
-        path = stored_path(parquet_io_manager, embeddings, source)
+        path = stored_path(artifacts, embeddings, source)
         if path is None:
             per_source[source] = NOT_MATERIALIZED
             continue
@@ -180,14 +178,14 @@ def vector_dimension_matches_collection(
 )
 def rows_match_chunks(
     context: dg.AssetCheckExecutionContext,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
     milvus: MilvusResource,
 ) -> dg.AssetCheckResult:
     per_source, missing, orphans, rows = {}, [], [], 0
     store = milvus.open()
     try:
         for source in checked_sources(context):
-            path = stored_path(parquet_io_manager, chunks, source)
+            path = stored_path(artifacts, chunks, source)
             if path is None:
                 per_source[source] = NOT_MATERIALIZED
                 continue

@@ -17,8 +17,8 @@ from rag_assets.core.chunking import (
 )
 from rag_assets.core.diffing import diff_chunks
 from rag_assets.core.progress import Reporter
-from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.sources import SourcesResource
 
@@ -38,7 +38,7 @@ def chunks(
     raw_pages: dict[str, pd.DataFrame],
     embedder: EmbedderResource,
     sources: SourcesResource,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
 ) -> dict[str, pd.DataFrame]:
     """Heading-aware chunks of every page (Markdown, reStructuredText or plain text).
 
@@ -55,7 +55,7 @@ def chunks(
     frames = {}
     for key, pages in raw_pages.items():
         started = time.perf_counter()
-        previous = parquet_io_manager.load_previous(context.asset_key, key)
+        previous = artifacts.store.load(context.asset_key.to_user_string(), key)
         frame, rechunked, problems = chunk_source(key, pages, previous, embedder, fingerprint, progress)
         for path, (problem, error) in problems.items():
             what = "chunked as plain text" if problem == PARSED_AS_TEXT else "left out"

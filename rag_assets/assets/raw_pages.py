@@ -9,9 +9,9 @@ from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.core.diffing import diff_pages
 from rag_assets.core.pages import PAGE_COLUMNS, PageStats
 from rag_assets.core.progress import Reporter
-from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.metadata import COMMIT, SOURCE_FAILED, SOURCE_TIME
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers import ReadResult, SourceReader
 from rag_assets.resources.readers.local import LocalReader
@@ -33,7 +33,7 @@ def raw_pages(
     sources: SourcesResource,
     github: GitHubResource,
     web: WebResource,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
 ) -> dict[str, pd.DataFrame]:
     """The text of every file a source selects (include/exclude globs), one row per page, read by
     the reader for the source's kind (rag_assets/resources/readers/).
@@ -63,8 +63,8 @@ def raw_pages(
     progress = Reporter("raw_pages", "pages fetched", log=context.log.info)
     for key in context.partition_keys:
         started = time.perf_counter()
-        forget_unchanged(parquet_io_manager.base_dir, key)  # the CLI's next run of it is a full one
-        previous = parquet_io_manager.load_previous(context.asset_key, key)
+        forget_unchanged(artifacts.base_dir, key)  # the CLI's next run of it is a full one
+        previous = artifacts.store.load(context.asset_key.to_user_string(), key)
         try:
             source = source_named(key)
             result = readers[source.kind].read(source, previous, progress)

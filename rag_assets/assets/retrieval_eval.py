@@ -22,9 +22,9 @@ from rag_assets.core.evaluation import (
     score_ranks,
     stable_sample,
 )
-from rag_assets.io_managers import PartitionedParquetIOManager
 from rag_assets.metadata import COLLECTION, MEETS_THRESHOLD
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.embedder import EmbedderResource
 from rag_assets.resources.evaluation import EvaluationResource
 from rag_assets.resources.milvus import MilvusResource, MilvusStore
@@ -46,7 +46,7 @@ def eval_queries(
     chunks: dict[str, pd.DataFrame],
     embedder: EmbedderResource,
     evaluation: EvaluationResource,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
 ) -> dict[str, pd.DataFrame]:
     """The queries each source's retrieval is measured with, and their vectors by the current model.
 
@@ -61,7 +61,7 @@ def eval_queries(
     frames = {}
     for key, frame in chunks.items():
         queries, skipped = source_queries(key, frame, evaluation)
-        previous = parquet_io_manager.load_previous(context.asset_key, key)
+        previous = artifacts.store.load(context.asset_key.to_user_string(), key)
         vectors, embedded = embed_queries(model, queries, previous)
         frames[key] = pd.DataFrame(
             {

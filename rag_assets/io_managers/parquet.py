@@ -2,7 +2,8 @@
 
 Asset values are `{partition_key: DataFrame}` for every partition the step handles, so one step
 can process a range of sources (single-run backfills) and each source still gets its own file. The
-layout itself is rag_assets.core.artifacts' ArtifactStore.
+layout itself is rag_assets.core.artifacts' ArtifactStore; what else reads or removes these files
+(an asset's previous value, the checks, the cleanup) takes it through the `artifacts` resource.
 """
 
 from pathlib import Path
@@ -44,10 +45,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 )
             frames[partition_key] = frame
         return frames
-
-    def load_previous(self, asset_key: dg.AssetKey, partition_key: str) -> pd.DataFrame | None:
-        """The last value written for a partition, for incremental work; None if there is none."""
-        return self.store.load(_name(asset_key), partition_key)
 
 
 def _name(asset_key: dg.AssetKey) -> str:

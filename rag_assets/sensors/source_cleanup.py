@@ -9,7 +9,7 @@ import dagster as dg
 
 from rag_assets.change_detection import forget as forget_unchanged
 from rag_assets.core.artifacts import PARQUET_ASSETS  # noqa: F401  (its name here is kept: tests read it)
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.milvus import MilvusResource
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.resources.web import WebResource
@@ -32,7 +32,7 @@ def remove_sources(
     sources: SourcesResource,
     milvus: MilvusResource,
     web: WebResource,
-    parquet_io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    artifacts: ArtifactsResource,
 ) -> None:
     """A source that is back in the sources file by the time this runs is left alone: re-adding
     it must never race a queued cleanup into deleting its fresh rows. An invalid sources file
@@ -48,15 +48,15 @@ def remove_sources(
                 context.log.info(f"{name}: back in the sources file; nothing deleted")
                 continue
             rows = store.delete_source(name)
-            files = _remove_artifacts(parquet_io_manager, name) + int(web.forget(name))
+            files = _remove_artifacts(artifacts, name) + int(web.forget(name))
             context.log.info(f"{name}: deleted {rows} rows and {files} cached files")
             context.add_output_metadata({f"{name}_rows_deleted": rows, f"{name}_files_deleted": files})
     finally:
         store.close()
 
 
-def _remove_artifacts(io_manager: PartitionedParquetIOManager, name: str) -> int:
-    return io_manager.store.remove(name) + int(forget_unchanged(io_manager.base_dir, name))
+def _remove_artifacts(artifacts: ArtifactsResource, name: str) -> int:
+    return artifacts.store.remove(name) + int(forget_unchanged(artifacts.base_dir, name))
 
 
 @dg.job(
