@@ -159,7 +159,7 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
         "precision": settings.embedding_precision,
         "milvus": [settings.milvus_uri, settings.collection],
         "eval": [settings.eval_k, settings.min_recall, settings.eval_blocking],
-        "instance": os.environ.get("DAGSTER_HOME") or str(settings.data_dir),
+        "instance": str(settings.dagster_home or settings.data_dir),
     }
     found = {}
     for source in sources:

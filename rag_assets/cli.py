@@ -181,7 +181,7 @@ def _ingest(args, settings: Settings) -> int:
     from rag_assets.runtime.ingest import run_ingest
     from rag_assets.runtime.instance import cli_instance
 
-    instance = cli_instance(settings.data_dir)
+    instance = cli_instance(settings)
     if not names:  # only removals: a source taken out of the sources file still has stored data
         from rag_assets.runtime.source_removal import remove_unlisted_sources
 
@@ -316,6 +316,7 @@ def _milvus(settings: Settings):
         collection=settings.collection,
         model=settings.embedding_model,
         token_env=settings.milvus_token_env,
+        busy_wait_seconds=0,  # a command says at once that the file is busy
     )
 
 

@@ -65,6 +65,7 @@ class Settings:
     retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
     retry_base_seconds: float = DEFAULT_RETRY_BASE_SECONDS
     retry_max_wait_seconds: float = DEFAULT_RETRY_MAX_WAIT_SECONDS
+    dagster_home: Path | None = None  # DAGSTER_HOME; None: the CLI's instance in data_dir/dagster_home
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -81,7 +82,6 @@ class Settings:
                 return None
 
         data_dir = take(_data_dir, env.get("RAG_DATA_DIR") or DEFAULT_DATA_DIR)
-        take(_check_dagster_home, env.get("DAGSTER_HOME"))
         for name in ("DAGSTER_CELERY_BROKER_URL", "DAGSTER_CELERY_BACKEND_URL"):
             take(_check_celery_url, name, env.get(name))
         values = {
@@ -143,6 +143,7 @@ class Settings:
                 kind=float,
                 minimum=0,
             ),
+            "dagster_home": take(_dagster_home, env.get("DAGSTER_HOME")),
         }
         if problems:
             raise SettingsError("\n".join(problems))
@@ -328,11 +329,15 @@ def _number(name: str, raw: str | None, default, *, kind: type, minimum=None, ma
     return value
 
 
-def _check_dagster_home(raw: str | None) -> None:
-    if raw and not Path(raw).expanduser().is_absolute():
+def _dagster_home(raw: str | None) -> Path | None:
+    if not raw:
+        return None
+    home = Path(raw).expanduser()
+    if not home.is_absolute():
         raise SettingsError(f"DAGSTER_HOME={raw!r}: Dagster needs an absolute path")
-    if raw and Path(raw).expanduser().exists() and not Path(raw).expanduser().is_dir():
+    if home.exists() and not home.is_dir():
         raise SettingsError(f"DAGSTER_HOME={raw!r}: is a file; expected the instance folder")
+    return home
 
 
 def _check_celery_url(name: str, raw: str | None) -> None:

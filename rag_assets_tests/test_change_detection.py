@@ -165,7 +165,7 @@ def test_a_run_started_outside_the_cli_erases_the_record_so_the_next_command_run
     settings = Settings.from_env()
     assert changes.recorded(settings.artifacts_dir, "notes") is not None
 
-    instance = cli_instance(settings.data_dir)  # as the UI or a sensor would: a run, not the command
+    instance = cli_instance(settings)  # as the UI or a sensor would: a run, not the command
     try:
         run_ingest(settings, instance, ["notes"])
     finally:

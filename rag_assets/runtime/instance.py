@@ -1,11 +1,12 @@
 """The Dagster instance the CLI runs on: $DAGSTER_HOME, else one under the data directory."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
 import sqlalchemy.exc
 import yaml
+
+from rag_assets.settings import Settings
 
 # The same settings as the top-level dagster.yaml (a test keeps the two equal).
 INSTANCE_CONFIG = {
@@ -18,14 +19,14 @@ INSTANCE_CONFIG = {
 POOLS = ("gpu", "milvus")
 
 
-def instance_home(data_dir: Path) -> Path:
+def instance_home(settings: Settings) -> Path:
     """The CLI's instance folder (absolute): DAGSTER_HOME when set, else data_dir/dagster_home.
 
     A folder that does not exist yet is created with this project's instance settings; so is the
     dagster.yaml of data_dir/dagster_home. An existing DAGSTER_HOME is left as it is.
     """
-    configured = os.environ.get("DAGSTER_HOME")
-    home = Path(configured or Path(data_dir) / "dagster_home").expanduser().absolute()
+    configured = settings.dagster_home
+    home = Path(configured or settings.data_dir / "dagster_home").absolute()
     if configured and home.is_dir():
         return home
     home.mkdir(parents=True, exist_ok=True)
@@ -35,12 +36,12 @@ def instance_home(data_dir: Path) -> Path:
     return home
 
 
-def cli_instance(data_dir: Path) -> dg.DagsterInstance:
+def cli_instance(settings: Settings) -> dg.DagsterInstance:
     """DAGSTER_HOME when set (the Dagster convention); otherwise a SQLite instance in
     data_dir/dagster_home.
     """
-    home = instance_home(data_dir)
-    if os.environ.get("DAGSTER_HOME"):
+    home = instance_home(settings)
+    if settings.dagster_home:
         instance = dg.DagsterInstance.get()
     else:
         instance = dg.DagsterInstance.from_config(str(home))

@@ -81,8 +81,8 @@ def dagster_dev_command(workspace: Path, host: str, port: int) -> list[str]:
 
 def run_ui(settings: Settings, *, host: str, port: int, workspace: Path | None) -> None:
     """Prepare the instance and become `dagster dev` on it; returns only if the exec fails."""
-    home = instance_home(settings.data_dir)
-    cli_instance(settings.data_dir).dispose()  # storage and pools exist before webserver and daemon start
+    home = instance_home(settings)
+    cli_instance(settings).dispose()  # storage and pools exist before webserver and daemon start
     workspace_file = ui_workspace(home, workspace)
     env = ui_environment(settings, home, dict(os.environ))
     print(
