@@ -39,6 +39,7 @@ def check_milvus(settings: Settings) -> None:
         collection=settings.collection,
         model=settings.embedding_model,
         token_env=settings.milvus_token_env,
+        busy_wait_seconds=0,  # a command says at once that the file is busy
     )
     try:
         store = milvus.open()

@@ -18,6 +18,7 @@ import fcntl
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,32 @@ from pathlib import Path
 READY_PREFIX = "milvus listening on "
 START_TIMEOUT_SECONDS = 180
 STOP_TIMEOUT_SECONDS = 15
+# The embedded etcd's peer port: the one port the `milvus` package cannot move, so one server per
+# machine at a time. A server that is still stopping (a previous session's) is waited for.
+ETCD_PEER_PORT = 2380
+PORT_FREE_WAIT_SECONDS = 60
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(port: int, seconds: float) -> None:
+    """Return once `port` can be bound on 127.0.0.1; RuntimeError naming it after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"127.0.0.1:{port} (the embedded etcd's peer port) is still taken after {seconds:.0f}s: "
+                "another Milvus server runs on this machine; stop it or set RAG_TEST_MILVUS_URL to it"
+            )
+        time.sleep(0.5)
 
 
 def binaries_cache() -> Path:
@@ -98,6 +125,7 @@ class MilvusServerProcess:
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "MilvusServerProcess":
         """Start and wait until it answers; RuntimeError with the logs' tail if it does not in time."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        wait_for_port(ETCD_PEER_PORT, PORT_FREE_WAIT_SECONDS)
         command = [self.python, "-m", "rag_assets.testing.milvus_server", "--base-dir", str(self.base_dir)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -6,8 +6,14 @@ rag_assets_tests/test_pools.py on the SQLite instance and
 test_postgres_instance.py::test_gpu_pool_admits_one_embedding_step_across_processes_on_postgres.
 """
 
+import subprocess
+import sys
+import time
+
 import pytest
 
+from rag_assets.errors import MilvusLiteBusy
+from rag_assets.resources.milvus import MilvusResource
 from rag_assets.runtime.ingest import register_partitions
 from rag_assets_tests.helpers import step_window, write_sources
 from rag_assets_tests.reliability.helpers import (
@@ -37,7 +43,7 @@ def test_the_same_source_launched_twice_at_once_converges_without_duplicates(
 
     for code, stderr in outcomes:
         assert code == 0 or (
-            code == 1 and "rag-assets: ingest failed:" in stderr and "Traceback" not in stderr
+            code == 1 and "rag-assets: source 'notes': step " in stderr and "Traceback" not in stderr
         ), stderr
     assert any(code == 0 for code, _ in outcomes), [stderr for _, stderr in outcomes]
     assert collection_rows(settings, "notes") == expected_rows("notes", folder_pages(docs_folder))
@@ -72,3 +78,36 @@ def test_registering_a_source_that_another_process_registers_at_the_same_moment_
     )  # the unique index refuses "notes" once
 
     assert sorted(instance.get_dynamic_partitions("sources")) == ["guide", "notes"]
+
+
+# Another process opens the Lite file, says so, holds it for HOLD_SECONDS, then closes it.
+HOLD_SECONDS = 3
+HOLDER = f"""
+import sys, time
+from rag_assets.resources.milvus import MilvusStore
+store = MilvusStore(sys.argv[1], "held")
+print("holding", flush=True)
+time.sleep({HOLD_SECONDS})
+store.close()
+print("released at", time.time(), flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.slow
+def test_a_step_waits_for_a_lite_file_another_process_holds_for_a_moment_and_a_command_does_not(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, lite], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(MilvusLiteBusy, match="open in another process"):
+            MilvusResource(uri=lite, collection="rag_chunks", busy_wait_seconds=0).open()
+
+        store = MilvusResource(uri=lite, collection="rag_chunks").open()  # as a step opens it
+        opened_at = time.time()
+        store.close()
+        released_at = float(holder.stdout.readline().removeprefix("released at "))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert opened_at >= released_at  # the step's open waited for the other process to let go

@@ -10,6 +10,7 @@ Every filter names a source through `quote`, and source names are validated on l
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ from rag_assets.settings import milvus_token
 DEFAULT_BATCH_ROWS = 2000
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 QUERY_PAGE_ROWS = 10000
+# A step (pool `milvus`, one at a time) that finds the Lite file held waits this long: the holder is
+# short-lived (another ingest's preflight, a `rag-assets search`, a step of another run closing).
+STEP_LITE_BUSY_WAIT_SECONDS = 60.0
+LITE_BUSY_POLL_SECONDS = 0.5
 
 # Milvus Lite has no server timestamp to offer; the iterator falls back correctly and says so on
 # every query. That line is noise, not a warning a user can act on.
@@ -86,6 +91,18 @@ def connect(uri: str, token: str = "") -> MilvusClient:
             ) from None
 
 
+def _connect_when_free(uri: str, token: str, wait_seconds: float) -> MilvusClient:
+    """connect(), retried while another process holds the Lite file, until `wait_seconds` have passed."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return connect(uri, token)
+        except MilvusLiteBusy:
+            if time.monotonic() + LITE_BUSY_POLL_SECONDS > deadline:
+                raise
+            time.sleep(LITE_BUSY_POLL_SECONDS)
+
+
 @dataclass(frozen=True)
 class SyncResult:
     upserted: int
@@ -101,11 +118,19 @@ class MilvusStore:
     behind it; removing a source then removes it from the others too (see `delete_source`).
     """
 
-    def __init__(self, uri: str, collection: str, token: str = "", *, serving: str | None = None):
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        token: str = "",
+        *,
+        serving: str | None = None,
+        busy_wait_seconds: float = 0.0,
+    ):
         self._lite_path = None if "://" in uri else uri
         if self._lite_path:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self.client = connect(uri, token)
+        self.client = _connect_when_free(uri, token, busy_wait_seconds)
         self.collection = collection
         self.serving = serving
 
@@ -341,17 +366,28 @@ class MilvusResource(dg.ConfigurableResource):
     collection: str
     model: str = ""
     token_env: str = "MILVUS_TOKEN"
+    # How long a step waits for a Lite file another process holds (0: fail at once, as commands do).
+    busy_wait_seconds: float = STEP_LITE_BUSY_WAIT_SECONDS
 
     def open(self) -> MilvusStore:
         """The current model's own collection: where writes go and what the checks look at."""
         serving = self.collection if self.model else None
         return MilvusStore(
-            self.uri, self.model_collection, token=milvus_token(self.token_env), serving=serving
+            self.uri,
+            self.model_collection,
+            token=milvus_token(self.token_env),
+            serving=serving,
+            busy_wait_seconds=self.busy_wait_seconds,
         )
 
     def open_serving(self) -> MilvusStore:
         """The serving name: what readers get (the alias resolves in every call)."""
-        return MilvusStore(self.uri, self.collection, token=milvus_token(self.token_env))
+        return MilvusStore(
+            self.uri,
+            self.collection,
+            token=milvus_token(self.token_env),
+            busy_wait_seconds=self.busy_wait_seconds,
+        )
 
     @property
     def model_identity(self) -> str | None:
