@@ -9,7 +9,7 @@ from rag_assets import change_detection as changes
 from rag_assets.settings import Settings
 from rag_assets.sources import load_sources
 from rag_assets.testing.github_server import FakeGitHub
-from rag_assets_tests.helpers import milvus_rows, rag_assets, write_sources
+from rag_assets_tests.helpers import cli, milvus_rows, rag_assets, write_sources
 
 
 def imported(stderr: str) -> set[str]:
@@ -26,7 +26,7 @@ def tree_state(folder) -> dict:
 @pytest.mark.slow
 def test_second_ingest_of_an_unchanged_folder_skips_it_then_an_edit_is_picked_up(env, workdir, docs_folder):
     write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    first = rag_assets("ingest", env=env)
+    first = cli("ingest")  # in this process: only the second and third commands are under test
     assert first.returncode == 0, first.stderr
     data_before = tree_state(workdir / "data") | tree_state(workdir / "dagster_home")
 
@@ -43,7 +43,7 @@ def test_second_ingest_of_an_unchanged_folder_skips_it_then_an_edit_is_picked_up
     text = page.read_text()
     page.write_text(text.replace("MILVUS_URI", "MILVUS_URL", 1))
     os.utime(page, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    third = rag_assets("ingest", env=env)
+    third = cli("ingest")
 
     assert third.returncode == 0, third.stderr
     assert "unchanged" not in third.stdout
@@ -62,7 +62,7 @@ def test_a_source_taken_out_of_the_file_is_removed_even_when_the_others_are_unch
     (guide / "guide.md").write_text("# Guide\n\nHow to frobnicate a widget in three steps.\n")
     notes = {"name": "notes", "kind": "local", "path": str(docs_folder)}
     write_sources(workdir / "sources.yaml", [notes, {"name": "guide", "kind": "local", "path": str(guide)}])
-    assert rag_assets("ingest", env=env).returncode == 0
+    assert cli("ingest").returncode == 0
     assert milvus_rows(Settings.from_env(), "guide")
     notes_rows = milvus_rows(Settings.from_env(), "notes")
 
@@ -75,14 +75,14 @@ def test_a_source_taken_out_of_the_file_is_removed_even_when_the_others_are_unch
     assert "torch" not in imported(removal.stderr)
     assert milvus_rows(Settings.from_env(), "guide") == {}
     assert milvus_rows(Settings.from_env(), "notes") == notes_rows
-    again = rag_assets("ingest", env=env)
+    again = cli("ingest")
     assert "removed" not in again.stdout and "nothing changed" in again.stdout
 
 
 @pytest.mark.slow
 def test_forced_run_of_an_unchanged_source_runs_dagster_and_writes_nothing(env, workdir, docs_folder):
     write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    assert rag_assets("ingest", env=env).returncode == 0
+    assert cli("ingest").returncode == 0
 
     forced = rag_assets("ingest", "--force", env=env, python_flags=("-X", "importtime"))
 
@@ -161,7 +161,7 @@ def test_a_run_started_outside_the_cli_erases_the_record_so_the_next_command_run
     from rag_assets.runtime.instance import cli_instance
 
     write_sources(workdir / "sources.yaml", [{"name": "notes", "kind": "local", "path": str(docs_folder)}])
-    assert rag_assets("ingest", env=env).returncode == 0
+    assert cli("ingest").returncode == 0
     settings = Settings.from_env()
     assert changes.recorded(settings.artifacts_dir, "notes") is not None
 
@@ -172,5 +172,5 @@ def test_a_run_started_outside_the_cli_erases_the_record_so_the_next_command_run
         instance.dispose()
 
     assert changes.recorded(settings.artifacts_dir, "notes") is None
-    after = rag_assets("ingest", env=env)
+    after = cli("ingest")
     assert after.returncode == 0 and "unchanged" not in after.stdout and "notes" in after.stdout
