@@ -53,7 +53,9 @@ def run_naive(
 
 def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
     with embedder.autocast():
-        return embedder.model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        return embedder.sentence_transformer.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+        )
 
 
 def _row(chunk, vector: np.ndarray, sha: str) -> dict:

@@ -238,12 +238,12 @@ def _pipeline_inputs(files: dict, include: tuple[str, ...], embedder: Embedder) 
 def _warm_up(embedder: Embedder, texts: list[str]) -> None:
     """One untimed pass over a few batches, so no stage pays for kernel compilation or lazy imports."""
     with embedder.autocast():
-        embedder.model.encode(texts[: 4 * BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
+        embedder.sentence_transformer.encode(texts[: 4 * BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
     embedder.embed(texts[:BARE_BATCH_SIZE])
 
 
 def _bare_encode(embedder: Embedder, texts: list[str], result: StageResult) -> None:
-    model = embedder.model
+    model = embedder.sentence_transformer
     with embedder.autocast():
         model.encode(texts, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
     result.tokens = sum(len(e.ids) for e in embedder.tokenizer.encode_batch(texts))
@@ -271,9 +271,11 @@ def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResu
     """
     sample = texts[::FP32_SAMPLE_EVERY]
     fp32 = Embedder(options.model, device=options.device, precision="fp32")
-    fp32.model.encode(sample[:BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)  # load and warm up off the clock
+    fp32.sentence_transformer.encode(
+        sample[:BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE
+    )  # load and warm up off the clock
     with measured(result):
-        reference = fp32.model.encode(
+        reference = fp32.sentence_transformer.encode(
             sample, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True
         )
     result.tokens = sum(len(e.ids) for e in fp32.tokenizer.encode_batch(sample))

@@ -126,17 +126,34 @@ class Embedder:
 
     @property
     def model(self):
+        """The loaded model that computes the vectors: a `PlainEncoder` for the usual layout (no import
+        of sentence-transformers, resources/encoder.py), else the SentenceTransformer."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
+            from rag_assets.resources.encoder import PlainEncoder, is_plain
 
-            transformers_logging.disable_progress_bar()
-
-            model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
-            if self.casts_weights:
-                model.to(self.dtype)  # native reduced precision: no fp32 weights, no per-op casts
-            self._model = model.eval()
+            if is_plain(self.model_dir):
+                self._model = self._prepared(PlainEncoder(self.model_dir, self.max_seq_length, self.device))
+            else:
+                self._model = self.sentence_transformer
         return self._model
+
+    @cached_property
+    def sentence_transformer(self):
+        """The model as sentence-transformers loads it, at this precision: the reference the vectors
+        match (the bench's bare encode, the tests). The same object as `model` for layouts that
+        only sentence-transformers computes."""
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        return self._prepared(
+            SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
+        )
+
+    def _prepared(self, model):
+        if self.casts_weights:
+            model.to(self.dtype)  # native reduced precision: no fp32 weights, no per-op casts
+        return model.eval()
 
     def chunker(self, max_tokens: int = 0, overlap_tokens: int = 0) -> Chunker:
         limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
@@ -199,7 +216,8 @@ class Embedder:
 
     @cached_property
     def _pad_id(self) -> int:
-        return self.model.tokenizer.pad_token_id or 0
+        pad = getattr(self.model, "pad_token_id", None)  # a PlainEncoder's; else the tokenizer's
+        return (self.model.tokenizer.pad_token_id if pad is None else pad) or 0
 
     def forward(self, features: dict) -> np.ndarray:
         """One forward pass over one tokenized batch; the seam where out-of-memory errors surface."""
@@ -227,6 +245,7 @@ class Embedder:
 
     def close(self) -> None:
         loaded, self._model = self._model is not None, None
+        self.__dict__.pop("sentence_transformer", None)
         if loaded and self.device.startswith("cuda"):
             import torch
 

@@ -12,7 +12,7 @@ TEXTS = [f"Sentence number {i} talks about {'databases ' * (i % 7)}and models." 
 def reference() -> np.ndarray:
     """sentence-transformers' own encode, fp32: the vectors every other path must agree with."""
     embedder = Embedder("all-MiniLM-L6-v2", device="cpu", precision="fp32")
-    return embedder.model.encode(TEXTS, normalize_embeddings=True)
+    return embedder.sentence_transformer.encode(TEXTS, normalize_embeddings=True)
 
 
 def test_vectors_match_sentence_transformers_encode(reference):
