@@ -82,6 +82,7 @@ class Settings:
                 return None
 
         data_dir = take(_data_dir, env.get("RAG_DATA_DIR") or DEFAULT_DATA_DIR)
+        dagster_home = take(_dagster_home, env.get("DAGSTER_HOME"))
         for name in ("DAGSTER_CELERY_BROKER_URL", "DAGSTER_CELERY_BACKEND_URL"):
             take(_check_celery_url, name, env.get(name))
         values = {
@@ -143,7 +144,7 @@ class Settings:
                 kind=float,
                 minimum=0,
             ),
-            "dagster_home": take(_dagster_home, env.get("DAGSTER_HOME")),
+            "dagster_home": dagster_home,
         }
         if problems:
             raise SettingsError("\n".join(problems))

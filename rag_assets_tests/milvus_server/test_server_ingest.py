@@ -24,7 +24,7 @@ from rag_assets.settings import Settings
 from rag_assets_tests.evaluation.helpers import collections, model_collection, serving
 from rag_assets_tests.helpers import SAMPLE_DOCS, milvus_rows, perturbed_copy_of_minilm, write_sources
 
-pytestmark = [pytest.mark.milvus_server, pytest.mark.slow, pytest.mark.xdist_group("milvus_server")]
+pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
 
 QUESTION = "which variable points at the Milvus server?"
 UNSET = ("DAGSTER_HOME", "MILVUS_TOKEN", "EMBEDDING_MODEL", "GITHUB_TOKEN")

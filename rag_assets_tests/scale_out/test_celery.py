@@ -30,12 +30,7 @@ from rag_assets_tests.scale_out.celery_workers import (
 )
 
 # Redis and two Celery workers start (each importing dagster and torch) before a run goes through them.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.needs_service,
-    pytest.mark.timeout(300),
-    pytest.mark.xdist_group("celery_broker"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.needs_service, pytest.mark.timeout(300)]
 
 RUN_SECONDS = 180
 GPU_STEP, WRITE_STEP = "embeddings", "milvus_collection"

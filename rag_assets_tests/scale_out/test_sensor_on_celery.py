@@ -25,12 +25,7 @@ from rag_assets_tests.scale_out.celery_workers import (
     with_venv_on_path,
 )
 
-pytestmark = [
-    pytest.mark.needs_service,
-    pytest.mark.slow,
-    pytest.mark.timeout(420),
-    pytest.mark.xdist_group("celery_broker"),
-]
+pytestmark = [pytest.mark.needs_service, pytest.mark.slow, pytest.mark.timeout(420)]
 
 RUN_SECONDS = 300
 SENSOR = "sources_sensor"
