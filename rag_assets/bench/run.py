@@ -119,8 +119,12 @@ def run_bench(options: BenchOptions, log=print) -> dict:
                 )
             stages["bare_encode_fp32"] = fp32.as_dict()
             log(f"  bare_encode_fp32: {stages['bare_encode_fp32']['wall_s']} s")
+        if {"cold", "cold_cli"} <= wanted:
+            raise ValueError("bench: cold and cold_cli each fill the empty collection: choose one")
         stage("cold", lambda r: _ingest(settings, instance, r))
-        _check_same_chunks(settings, texts, "cold" in options.stages)
+        # The same as `rag-assets ingest` in its own process: the command's imports and start included.
+        stage("cold_cli", lambda r: _cli_ingest(settings, workdir, r, instance=instance))
+        _check_same_chunks(settings, texts, bool({"cold", "cold_cli"} & wanted))
         stage("warm", lambda r: _ingest(settings, instance, r))
         stage("noop_cli_dagster", lambda r: _cli_ingest(settings, workdir, r))  # runs, then records
         stage("noop_cli", lambda r: _cli_ingest(settings, workdir, r))  # skips: the source is unchanged
@@ -178,6 +182,7 @@ def ratios(stages: dict[str, dict]) -> dict[str, float]:
         "bare_embed_cast/bare_embed": ("bare_embed_cast", "bare_embed"),
         "cold/bare_encode": ("cold", "bare_encode"),
         "cold/bare_embed": ("cold", "bare_embed"),
+        "cold_cli/bare_embed": ("cold_cli", "bare_embed"),
         "naive/cold": ("naive", "cold"),
         "warm/cold": ("warm", "cold"),
         "incremental/cold": ("incremental", "cold"),
@@ -317,7 +322,8 @@ def _cli_ingest(
     """`rag-assets ingest` as a user runs it, in its own process. With nothing changed, the first one
     after a run of the pipeline that the CLI did not start runs Dagster's no-op (`noop_cli_dagster`)
     and records the source's fingerprint; the next skips the source without Dagster (`noop_cli`).
-    After the update (`incremental_cli`), its counts and the split of its run (given `instance`)."""
+    Into the empty collection (`cold_cli`) or after the update (`incremental_cli`), its counts and the
+    split of its run (given `instance`)."""
     env = {
         **os.environ,
         "RAG_DATA_DIR": str(settings.data_dir),

@@ -146,12 +146,16 @@ def test_the_update_as_a_command_is_timed_with_its_counts_and_its_split(tmp_path
     command = [sys.executable, "-m", "rag_assets.cli", "bench", "--include", "docs/**/*.md"]
     command += ["--corpus", str(snapshot(tmp_path / "old.tar.gz", old))]
     command += ["--update", str(snapshot(tmp_path / "new.tar.gz", new))]
-    command += ["--stages", "cold,incremental_cli", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    stages = "bare_embed,cold_cli,incremental_cli"
+    command += ["--stages", stages, "--workdir", str(tmp_path / "work"), "--out", str(out)]
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
+    cold = report["stages"]["cold_cli"]
+    assert cold["rows_written"] == report["stages"]["bare_embed"]["chunks_embedded"] > 0  # every chunk
+    assert cold["split"]["steps"]["embeddings"] > 0 and report["ratios"]["cold_cli/bare_embed"] > 0
     update = report["stages"]["incremental_cli"]
     assert (update["chunks_embedded"], update["rows_written"], update["rows_deleted"]) == (1, 1, 1 + 3)
     assert not update["skipped"]
@@ -160,7 +164,7 @@ def test_the_update_as_a_command_is_timed_with_its_counts_and_its_split(tmp_path
         split["steps"]
     )
     assert 0 < split["run_s"] < update["wall_s"] and split["outside_run_s"] > 0  # the command's own costs
-    assert report["ratios"]["incremental_cli/cold"] > 0 and "split incremental_cli" in result.stdout
+    assert "split cold_cli" in result.stdout and "split incremental_cli" in result.stdout
 
 
 @pytest.mark.slow
