@@ -110,24 +110,6 @@ def github():
         yield server
 
 
-def pytest_collection_modifyitems(config, items):
-    """The longest modules first (by their tests' own timeouts, then `slow`), each module's tests in
-    their order: with `--dist loadfile` they start early, instead of one finishing last on one worker
-    while the others idle."""
-
-    def expected_length(item) -> int:
-        if item.get_closest_marker("slow") is None:
-            return 0
-        timeout = item.get_closest_marker("timeout")
-        return int(timeout.args[0]) if timeout and timeout.args else 120
-
-    longest: dict[str, int] = {}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        longest[module] = max(longest.get(module, 0), expected_length(item))
-    items.sort(key=lambda item: -longest[item.nodeid.split("::")[0]])
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (RAG_NO_SKIPS=1) a skipped test is a failure, unless it needs hardware CI lacks (marker
