@@ -187,3 +187,19 @@ def test_a_model_swap_moves_the_serving_alias_on_the_server(deployment, tmp_path
     assert f"serving {settings_a.collection!r} -> {b} (moved from {a}: complete and evaluated)" in swap.stdout
     assert serving(settings_b) == b
     assert a in collections(settings_b)  # kept for rollback
+
+
+def test_rag_test_milvus_url_points_the_tier_at_a_server_you_already_run(milvus_server_url, tmp_path):
+    """docs/tests.md: `RAG_TEST_MILVUS_URL=http://host:19530` uses that server instead of starting one.
+    This session's server stands in for yours; one could not start beside it (etcd's fixed port)."""
+    test = f"{Path(__file__)}::test_cold_ingest_writes_every_chunk_to_the_server"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-n0", "-q", "-p", "no:cacheprovider"]
+        + ["--basetemp", str(tmp_path / "inner"), "-o", "addopts="],
+        env={**os.environ, "RAG_TEST_MILVUS_URL": milvus_server_url, "RAG_NO_SKIPS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    assert not list((tmp_path / "inner").glob("milvus-server*"))  # no server of its own

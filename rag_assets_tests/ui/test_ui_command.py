@@ -29,17 +29,21 @@ UNSET = (
 )
 
 
-def rag_assets_ui(clone: Path, env: dict, logs: Path, name: str) -> DagsterDev:
+def rag_assets_ui(clone: Path, env: dict, logs: Path, name: str, *flags: str) -> DagsterDev:
+    """`rag-assets ui --port PORT [FLAGS]` in the clone; with `--host ADDRESS`, the UI is read there."""
     port = free_port()
-    return DagsterDev(
+    ui = DagsterDev(
         home=clone / ".rag_assets" / "dagster_home",
         env=env,
         log_path=logs / f"{name}.log",
         stderr_path=logs / f"{name}.err",
         port=port,
-        command=[sys.executable, "-m", "rag_assets.cli", "ui", "--port", str(port)],
+        command=[sys.executable, "-m", "rag_assets.cli", "ui", "--port", str(port), *flags],
         cwd=clone,
     )
+    if "--host" in flags:
+        ui.url = f"http://{flags[flags.index('--host') + 1]}:{port}"
+    return ui
 
 
 def serve_then_stop(ui: DagsterDev, sig: int) -> tuple[str, str, list[dict]]:
@@ -94,8 +98,11 @@ def test_rag_assets_ui_serves_the_cli_instance_before_and_after_an_ingest_and_st
     )
     assert ingest.returncode == 0, ingest.stderr
 
-    stdout, stderr, runs = serve_then_stop(rag_assets_ui(clone, env, logs, "after"), signal.SIGTERM)
+    # --host as docs/cli.md shows it: another loopback address, where the UI then answers.
+    after = rag_assets_ui(clone, env, logs, "after", "--host", "127.0.0.2")
+    stdout, stderr, runs = serve_then_stop(after, signal.SIGTERM)
 
     assert_clean(stdout, stderr)
+    assert f"rag-assets: the UI at http://127.0.0.2:{after.port}" in stdout
     [run] = runs
     assert run["status"] == "SUCCESS" and run["tags"]["rag_assets/pid"]  # executed by `rag-assets ingest`
