@@ -311,13 +311,7 @@ def served_embedder(store, settings: Settings):
 def _milvus(settings: Settings):
     from rag_assets.resources.milvus import MilvusResource
 
-    return MilvusResource(
-        uri=settings.milvus_uri,
-        collection=settings.collection,
-        model=settings.embedding_model,
-        token_env=settings.milvus_token_env,
-        busy_wait_seconds=0,  # a command says at once that the file is busy
-    )
+    return MilvusResource.from_settings(settings, busy_wait_seconds=0)  # a busy file: said at once
 
 
 def _collections(args, settings: Settings) -> int:

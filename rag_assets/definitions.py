@@ -34,12 +34,7 @@ INGEST_K8S_JOB = "ingest_k8s_job"
 
 def build_resources(settings: Settings) -> dict:
     # MILVUS_COLLECTION is the serving alias; the model's own collection behind it takes the writes.
-    milvus = MilvusResource(
-        uri=settings.milvus_uri,
-        collection=settings.collection,
-        model=settings.embedding_model,
-        token_env=settings.milvus_token_env,
-    )
+    milvus = MilvusResource.from_settings(settings)
     retry_config = {  # RAG_RETRY_*: one policy for every fetcher
         "retry_attempts": settings.retry_attempts,
         "retry_base_seconds": settings.retry_base_seconds,

@@ -34,13 +34,7 @@ def check_milvus(settings: Settings) -> None:
         MilvusUnavailable,
     )
 
-    milvus = MilvusResource(
-        uri=settings.milvus_uri,
-        collection=settings.collection,
-        model=settings.embedding_model,
-        token_env=settings.milvus_token_env,
-        busy_wait_seconds=0,  # a command says at once that the file is busy
-    )
+    milvus = MilvusResource.from_settings(settings, busy_wait_seconds=0)  # a busy file: said at once
     try:
         store = milvus.open()
     except MilvusLiteBusy:

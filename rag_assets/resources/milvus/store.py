@@ -26,7 +26,7 @@ from rag_assets.errors import MilvusLiteBusy, MilvusUnavailable
 from rag_assets.resources.milvus import aliases
 from rag_assets.resources.milvus.aliases import CollectionInfo, family, model_collection_name
 from rag_assets.resources.milvus.schema import ROW_FIELDS, collection_schema, index_params
-from rag_assets.settings import milvus_token
+from rag_assets.settings import Settings, milvus_token
 
 DEFAULT_BATCH_ROWS = 2000
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
@@ -368,6 +368,18 @@ class MilvusResource(dg.ConfigurableResource):
     token_env: str = "MILVUS_TOKEN"
     # How long a step waits for a Lite file another process holds (0: fail at once, as commands do).
     busy_wait_seconds: float = STEP_LITE_BUSY_WAIT_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> "MilvusResource":
+        """MILVUS_URI, MILVUS_COLLECTION (the serving alias) and EMBEDDING_MODEL (whose own collection
+        behind it takes the writes), as the code location and every command use them."""
+        return cls(
+            uri=settings.milvus_uri,
+            collection=settings.collection,
+            model=settings.embedding_model,
+            token_env=settings.milvus_token_env,
+            **overrides,
+        )
 
     def open(self) -> MilvusStore:
         """The current model's own collection: where writes go and what the checks look at."""
