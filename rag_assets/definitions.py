@@ -35,6 +35,7 @@ INGEST_K8S_JOB = "ingest_k8s_job"
 def build_resources(settings: Settings) -> dict:
     # MILVUS_COLLECTION is the serving alias; the model's own collection behind it takes the writes.
     milvus = MilvusResource.from_settings(settings)
+    artifacts = ArtifactsResource(base_dir=str(settings.artifacts_dir))  # the parquet IO manager's folder
     retry_config = {  # RAG_RETRY_*: one policy for every fetcher
         "retry_attempts": settings.retry_attempts,
         "retry_base_seconds": settings.retry_base_seconds,
@@ -57,8 +58,8 @@ def build_resources(settings: Settings) -> dict:
             blocking=settings.eval_blocking,
             queries_dir=str(settings.queries_dir),
         ),
-        "artifacts": ArtifactsResource(base_dir=str(settings.artifacts_dir)),  # what parquet_io_manager wrote
-        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)),
+        "artifacts": artifacts,
+        "parquet_io_manager": PartitionedParquetIOManager(artifacts=artifacts),
         "milvus_io_manager": MilvusIOManager(milvus=milvus),
     }
 

@@ -6,9 +6,10 @@ import dagster as dg
 import pytest
 
 from rag_assets.assets import ingestion_assets
+from rag_assets.core.artifacts import PARQUET_ASSETS
 from rag_assets.definitions import build_resources
 from rag_assets.runtime.ingest import run_ingest
-from rag_assets.sensors.source_cleanup import PARQUET_ASSETS, SOURCE_CLEANUP_JOB
+from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB
 from rag_assets_tests.helpers import milvus_rows, write_sources
 from rag_assets_tests.sensors.helpers import (
     apply_partition_requests,

@@ -12,14 +12,17 @@ import dagster as dg
 import pandas as pd
 
 from rag_assets.core.artifacts import ArtifactStore
+from rag_assets.resources.artifacts import ArtifactsResource
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
-    base_dir: str
+    """Writes and loads through the `artifacts` resource's store: one folder, named once."""
+
+    artifacts: ArtifactsResource
 
     @property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(Path(self.base_dir))
+        return self.artifacts.store
 
     def path_for(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
         return self.store.path(_name(asset_key), partition_key)

@@ -8,7 +8,6 @@ serialized with every write step, and deletes only rows whose `source` is a remo
 import dagster as dg
 
 from rag_assets.change_detection import forget as forget_unchanged
-from rag_assets.core.artifacts import PARQUET_ASSETS  # noqa: F401  (its name here is kept: tests read it)
 from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.milvus import MilvusResource
 from rag_assets.resources.sources import SourcesResource

@@ -16,8 +16,8 @@ from rag_assets.assets.checks import (
     rows_match_chunks,
     vector_dimension_matches_collection,
 )
+from rag_assets.core.artifacts import ArtifactStore
 from rag_assets.definitions import build_resources
-from rag_assets.io_managers.parquet import PartitionedParquetIOManager
 from rag_assets.resources.milvus import ROW_FIELDS, MilvusStore
 from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets_tests.helpers import milvus_rows, write_sources
@@ -45,12 +45,8 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
 
 
 def store_frame(settings, asset: str, source: str, frame: pd.DataFrame) -> None:
-    """Write a value where the parquet IO manager writes it."""
-    path = PartitionedParquetIOManager(base_dir=str(settings.artifacts_dir)).path_for(
-        dg.AssetKey(asset), source
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    """Write a value where the parquet IO manager writes it (the artefact store's layout)."""
+    ArtifactStore(settings.artifacts_dir).write(asset, source, frame)
 
 
 def store_vectors(settings, source: str, dimensions: list[int]) -> None:
