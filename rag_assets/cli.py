@@ -325,8 +325,8 @@ def _collections(args, settings: Settings) -> int:
         f"serving name {settings.collection!r} at {settings.milvus_uri} (* serves readers, + "
         "EMBEDDING_MODEL's)"
     )
-    for info in infos:
-        marks = ("*" if info.serving else " ") + ("+" if info.name == milvus.model_collection else " ")
+    for info in infos:  # store.collection: EMBEDDING_MODEL's collection, its weights hashed once
+        marks = ("*" if info.serving else " ") + ("+" if info.name == store.collection else " ")
         print(f"{marks} {info.name:<60}{info.rows:>9} rows  {info.identity or 'model not recorded'}")
     if not infos:
         print("  no collection yet: run `rag-assets ingest` first")

@@ -45,9 +45,7 @@ logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(
 
 def quote(value: str) -> str:
     """A Milvus string literal: a name can never close the quotes and add its own expression."""
-    return json.dumps(
-        value, ensure_ascii=False
-    )  # Milvus rejects \uXXXX escapes; quotes and backslashes stay escaped
+    return json.dumps(value, ensure_ascii=False)  # Milvus rejects \uXXXX escapes; quotes stay escaped
 
 
 @contextlib.contextmanager
@@ -143,8 +141,7 @@ class MilvusStore:
             if existing != dimension:
                 raise ValueError(
                     f"Milvus collection {self.collection!r} holds {existing}-dimensional vectors but the "
-                    "model "
-                    f"gives {dimension}: set MILVUS_COLLECTION to a new name for this model"
+                    f"model gives {dimension}: set MILVUS_COLLECTION to a new name for this model"
                 )
             self.client.load_collection(self.collection)
             return
