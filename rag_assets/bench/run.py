@@ -276,9 +276,8 @@ def _bare_encode_fp32(options: BenchOptions, texts: list[str], result: StageResu
     """
     sample = texts[::FP32_SAMPLE_EVERY]
     fp32 = Embedder(options.model, device=options.device, precision="fp32")
-    fp32.sentence_transformer.encode(
-        sample[:BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE
-    )  # load and warm up off the clock
+    # Load and warm up off the clock.
+    fp32.sentence_transformer.encode(sample[:BARE_BATCH_SIZE], batch_size=BARE_BATCH_SIZE)
     with measured(result):
         reference = fp32.sentence_transformer.encode(
             sample, batch_size=BARE_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True

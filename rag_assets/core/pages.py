@@ -82,9 +82,8 @@ class PageStats:
     gone: int = _crawl_counter()
     not_text: int = _crawl_counter()
     outside_prefix: int = _crawl_counter()
-    capped: int = (
-        _crawl_counter()
-    )  # URLs left unfetched because of max_pages, max_total_bytes or the deadline
+    # URLs left unfetched because of max_pages, max_total_bytes or the deadline
+    capped: int = _crawl_counter()
     outside_scope: int = _crawl_counter()  # refused: another host, a non-http(s) scheme, a non-public address
     redirect_loop: int = _crawl_counter()  # redirects that came back to a URL already visited, or went on
     deadline_exceeded: int = _crawl_counter()  # pages not whole within limits.page_deadline_seconds
@@ -92,9 +91,8 @@ class PageStats:
     bad_charset: int = _crawl_counter()  # a charset Python cannot decode with: read as UTF-8
     parsed_as_text: int = _crawl_counter()  # HTML too deep to parse: its text kept without markup
     canonical_ignored: int = _crawl_counter()  # <link rel=canonical> outside url_prefix: not trusted
-    crawl_delay_capped: int = (
-        _crawl_counter()
-    )  # 1 when robots.txt asked for a longer Crawl-delay than allowed
+    # 1 when robots.txt asked for a longer Crawl-delay than allowed
+    crawl_delay_capped: int = _crawl_counter()
 
     def as_metadata(self) -> dict[str, int]:
         """The counters by name; a crawl's also as `web_<name>` (with its size and bytes read as
