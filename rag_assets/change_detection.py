@@ -22,14 +22,17 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag_assets.core.artifacts import ArtifactStore
+from rag_assets.core.hashing import content_hash
+from rag_assets.core.local_folder import stat_key
+from rag_assets.core.source_store import KnownPage
 
 STATE_FOLDER = "ingest_state"
-FORMAT = 1  # bump when the fingerprint's recipe changes: every source then runs once more
+FORMAT = 2  # bump when the fingerprint's recipe changes: every source then runs once more
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,18 @@ def recorded(artifacts_dir: Path | str, source: str) -> dict | None:
     return state if isinstance(state, dict) and "fingerprint" in state else None
 
 
-def folder_digest(root: Path, selected: Callable[[str], bool]) -> str:
-    """sha256 over the relative path and bytes of every selected file under root, in path order.
+def folder_digest(
+    root: Path, selected: Callable[[str], bool], known: Mapping[str, KnownPage] | None = None
+) -> str:
+    """A digest over the relative path and content hash of every selected file under root, in path order.
 
     A superset of what raw_pages reads (limits, symlinks and binary files are decided from these
     same bytes and the source's definition), so any change raw_pages could see changes the digest;
-    content, not modification times, so an edit that keeps the mtime is still seen."""
+    content, not modification times, so an edit that keeps the mtime is still seen. A file whose
+    stat (size, times, inode: core/local_folder.stat_key) is the one the source store recorded is
+    not read: its stored hash stands in, so the no-op of a large folder costs a walk and a stat per
+    file, not a read of every byte (the change time moves on any write, even one that restores the
+    modification time)."""
     digest = hashlib.sha256()
     root = Path(root)
     if not root.is_dir():
@@ -103,9 +112,13 @@ def folder_digest(root: Path, selected: Callable[[str], bool]) -> str:
         relative = path.relative_to(root).as_posix()
         if not selected(relative):
             continue
-        digest.update(relative.encode() + b"\0")
+        digest.update(relative.encode("utf-8", "surrogateescape") + b"\0")
         try:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            page = (known or {}).get(relative)
+            if page is not None and page.stat and page.stat == stat_key(path):
+                digest.update(page.content_hash.encode())
+            else:
+                digest.update(content_hash(path.read_bytes()).encode())
         except OSError as error:  # unreadable now: raw_pages decides what that means
             digest.update(f"error:{type(error).__name__}".encode())
     return digest.hexdigest()
@@ -164,7 +177,8 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
     found = {}
     for source in sources:
         if source.kind == "local":
-            content = folder_digest(source.path, lambda p, s=source: path_selected(p, s.include, s.exclude))
+            selected = lambda p, s=source: path_selected(p, s.include, s.exclude)  # noqa: E731
+            content = folder_digest(source.path, selected, _known_pages(settings, source.name))
         elif source.kind == "github":
             content = _github_commit(source)
         else:
@@ -179,6 +193,25 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
             )
         )
     return found
+
+
+def _known_pages(settings, source: str) -> dict[str, KnownPage]:
+    """What the source's store recorded of each page (empty when it has no store, or one that cannot
+    be read: the digest then reads every file)."""
+    import sqlite3
+
+    path = ArtifactStore(settings.artifacts_dir).source_store_path(source)
+    if not path.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            rows = db.execute("SELECT path, content_hash, stat, version FROM pages").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
+    return {p: KnownPage(h, stat, version) for p, h, stat, version in rows}
 
 
 def _github_commit(source) -> str | None:

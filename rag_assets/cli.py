@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--force", action="store_true", help="run even the sources that did not change since their last run"
     )
+    ingest.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="compare every row of each source with Milvus and fix what differs (implies --force)",
+    )
     ingest.set_defaults(handler=_ingest)
 
     ui = commands.add_parser(
@@ -119,8 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     chunkers.set_defaults(handler=_eval_chunkers)
 
     bench = commands.add_parser("bench", help="time the pipeline against bare encode and the naive pipeline")
+    bench.add_argument("--corpus", type=Path, help="tarball of a docs tree under one top folder")
     bench.add_argument(
-        "--corpus", type=Path, required=True, help="tarball of a docs tree under one top folder"
+        "--scale",
+        help="page counts, comma-separated (e.g. 1000,10000,100000): the scale benchmark on a synthetic "
+        "local source, with a tiny model made on the spot unless --model names one (docs/benchmarks.md)",
     )
     bench.add_argument(
         "--update", type=Path, help="a newer snapshot of the same tree, for the incremental stage"
@@ -170,7 +178,7 @@ def _ingest(args, settings: Settings) -> int:
     # only when there is something to write.
     check_local_folders(settings, selected)
     settings.check_runtime()
-    skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force)
+    skipped, names, fingerprints = skip_unchanged(settings, selected, force=args.force or args.reconcile)
     for unchanged in skipped:  # rag_assets/change_detection.py: no run, no import of the pipeline
         print(unchanged.describe())
     listed = {s.name for s in sources}
@@ -196,6 +204,7 @@ def _ingest(args, settings: Settings) -> int:
                 instance,
                 names,
                 verbose=args.verbose,
+                reconcile=args.reconcile,
                 on_reclaimed=_say_reclaimed,
                 on_removed=lambda removed: print(removed.describe(settings.sources_file)),
                 on_warning=lambda line: print(f"rag-assets: warning: {line}", file=sys.stderr),
@@ -372,9 +381,7 @@ def _eval_chunkers(args, settings: Settings) -> int:
 
 
 def _prune_cache(args, settings: Settings) -> int:
-    import pandas as pd
-
-    from rag_assets.core.artifacts import ArtifactStore
+    from rag_assets.core.artifacts import SOURCE_STORE_ASSETS, ArtifactStore
     from rag_assets.resources.embedder import EmbedderResource
 
     settings.check_runtime()
@@ -385,8 +392,11 @@ def _prune_cache(args, settings: Settings) -> int:
         cache_dir=str(settings.cache_dir),
     )
     keep = set()
-    for path in ArtifactStore(settings.artifacts_dir).paths("chunks"):
-        keep.update(pd.read_parquet(path, columns=["content_hash"])["content_hash"])
+    artifacts = ArtifactStore(settings.artifacts_dir)
+    for source in sorted(artifacts.sources(SOURCE_STORE_ASSETS[0])):
+        store, _ = artifacts.open_source(source)
+        with store:
+            keep.update(c["content_hash"] for batch in store.iter_chunks(("content_hash",)) for c in batch)
     cache = resource.open_cache()
     try:
         before = len(cache)
@@ -398,6 +408,10 @@ def _prune_cache(args, settings: Settings) -> int:
 
 
 def _bench(args, settings: Settings) -> int:
+    if args.scale:
+        return _bench_scale(args)
+    if args.corpus is None:
+        raise ValueError("rag-assets bench needs --corpus TARBALL (or --scale PAGES)")
     from rag_assets.bench.run import BenchOptions, format_table, run_bench, write_report
     from rag_assets.sources import DEFAULT_INCLUDE
 
@@ -420,6 +434,20 @@ def _bench(args, settings: Settings) -> int:
     print(format_table(report))
     if args.out:
         write_report(report, args.out)
+    return 0
+
+
+def _bench_scale(args) -> int:
+    import tempfile
+
+    from rag_assets.bench.scale import as_json, format_rows, run_scale
+
+    sizes = [int(n) for n in args.scale.split(",")]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rag-scale-"))
+    rows = run_scale(sizes, args.model, workdir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_rows(rows))
+    if args.out:
+        args.out.write_text(json.dumps(as_json(rows), indent=2))
     return 0
 
 

@@ -174,7 +174,7 @@ def test_a_70000_character_line_a_5000_character_heading_and_a_2500_byte_path_al
     assert heading.endswith("…") and len(heading) <= MAX_HEADING_CHARS and heading.startswith("€€€")
     deep_path = f"{long_folder}/deep.md"
     assert {r["path"] for r in rows} == {"hex.md", "heading.md", "ok.md", fit_identifier(deep_path, 2048)}
-    assert metadata(instance, "milvus_collection", "big")["rows_skipped"] == 0
+    assert metadata(instance, "chunks", "big")["rows_skipped"] == 0
     assert stored(settings, "other") == expected(chunker, "other", {"o.md": OTHER_PAGE})
 
 
@@ -377,7 +377,7 @@ def test_a_crawl_stops_at_its_deadline_and_says_so(tmp_path, site):
 
 def read_tarball(github: FakeGitHub, source: dict) -> dict[str, str]:
     reader = GitHubResource(retry_attempts=2, retry_base_seconds=0.01).reader()
-    pages = reader.read(GitHubSource.model_validate(source), None).pages
+    pages = reader.read(GitHubSource.model_validate(source), {}).frame()
     return dict(zip(pages["path"], pages["text"], strict=True))
 
 
@@ -406,7 +406,7 @@ def test_a_trickling_tarball_download_fails_at_its_overall_deadline():
 
     started = time.monotonic()
     with pytest.raises(GitHubError, match=r"not finished within download_deadline_seconds=1"):
-        reader.read(GitHubSource.model_validate(definition), None)
+        reader.read(GitHubSource.model_validate(definition), {})
     assert time.monotonic() - started < 2.5
 
 

@@ -49,8 +49,9 @@ def read_shapes(files: dict, extra_members: list = ()) -> tuple[dict[str, str], 
     source = GitHubSource.model_validate(
         {"name": "frob", "kind": "github", "repo": "acme/frob", "include": ["**/*.md"]}
     )
-    result = GitHubResource(retry_attempts=1).reader(transport=shapes.transport).read(source, None)
-    return dict(zip(result.pages["path"], result.pages["text"], strict=True)), result.stats
+    result = GitHubResource(retry_attempts=1).reader(transport=shapes.transport).read(source, {})
+    pages = result.frame()
+    return dict(zip(pages["path"], pages["text"], strict=True)), result.stats
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: bytes | None = None):
@@ -63,8 +64,9 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, *, link: str = "", data: by
 
 def read_repo(github: FakeGitHub, source: dict) -> tuple[dict[str, str], PageStats]:
     """The pages of a repository as a run reads them: resolve the ref, stream the tarball."""
-    result = GitHubResource(retry_attempts=1).reader().read(GitHubSource.model_validate(source), None)
-    return dict(zip(result.pages["path"], result.pages["text"], strict=True)), result.stats
+    result = GitHubResource(retry_attempts=1).reader().read(GitHubSource.model_validate(source), {})
+    pages = result.frame()
+    return dict(zip(pages["path"], pages["text"], strict=True)), result.stats
 
 
 # -- Writes to disk, seen through Python's audit hooks (PEP 578) ------------------------------------

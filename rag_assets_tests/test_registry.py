@@ -72,6 +72,8 @@ def test_added_sources_become_partitions_and_removed_ones_lose_partition_rows_an
     assert milvus_rows(settings, "guide") == {}
     assert milvus_rows(settings, "notes") == notes_rows
     assert not list(settings.artifacts_dir.glob("*/guide.parquet"))
+    assert not (settings.artifacts_dir / "sources" / "guide.sqlite").exists()
+    assert (settings.artifacts_dir / "sources" / "notes.sqlite").is_file()
     assert len(list(settings.artifacts_dir.glob("*/notes.parquet"))) == len(
         PARQUET_ASSETS
     )  # every parquet asset's file

@@ -29,7 +29,8 @@ def test_ingest_removes_a_source_taken_out_of_the_file_and_a_model_swap_is_not_b
     a = model_collection(settings)
     guide_rows, notes_rows = milvus_rows(settings, "guide"), milvus_rows(settings, "notes")
     assert guide_rows and notes_rows and serving(settings) == a
-    assert len(list(settings.artifacts_dir.glob("*/guide.parquet"))) == 5
+    assert len(list(settings.artifacts_dir.glob("*/guide.parquet"))) == 2  # the evaluation's values
+    assert (settings.artifacts_dir / "sources" / "guide.sqlite").is_file()  # pages, chunks, vectors
 
     # The source leaves the file, and the next ingest is also a model swap.
     write_sources(settings.sources_file, [local("notes", docs_folder)])
@@ -40,7 +41,7 @@ def test_ingest_removes_a_source_taken_out_of_the_file_and_a_model_swap_is_not_b
     assert second.returncode == 0, second.stderr
     assert (
         f"removed source 'guide' (no longer in {settings.sources_file}): {len(guide_rows)} Milvus rows, "
-        "6 files, its partition"  # its 5 parquet artefacts and the CLI's record of its last run
+        "4 files, its partition"  # its store, 2 parquet artefacts and the CLI's record of its last run
     ) in second.stdout
     settings_b = Settings.from_env(env_b)
     b = model_collection(settings_b)
@@ -49,6 +50,7 @@ def test_ingest_removes_a_source_taken_out_of_the_file_and_a_model_swap_is_not_b
     assert rows_in(settings_b, a, "guide") == [] and rows_in(settings_b, b, "guide") == []
     assert len(rows_in(settings_b, a, "notes")) == len(notes_rows)  # kept for rollback, whole
     assert not list(settings.artifacts_dir.glob("*/guide.parquet"))
+    assert not (settings.artifacts_dir / "sources" / "guide.sqlite").exists()
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("sources") == ["notes"]
         [cleanup] = instance.get_runs(filters=dg.RunsFilter(job_name="source_cleanup_job"))

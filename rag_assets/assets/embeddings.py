@@ -6,11 +6,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from rag_assets.assets.chunks import chunks, open_store
 from rag_assets.core.chunking import embedding_input
 from rag_assets.core.progress import Reporter
+from rag_assets.core.source_store import VECTORS_MODEL, WRITE, SourceStore
 from rag_assets.metadata import CHUNKS_EMBEDDED, TOKENS_EMBEDDED
 from rag_assets.partitions import source_partitions
+from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.embedder import EmbedderResource
+
+EMBED_BATCH = 1024  # chunks read, embedded and stored (store and cache) at a time
 
 # Where executors that place steps put this one: the Celery `gpu` queue (one worker, concurrency 1)
 # and, on Kubernetes, a pod with one GPU. Executors that do not know a tag ignore it.
@@ -24,50 +29,48 @@ GPU_STEP_TAGS = {
     partitions_def=source_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="ingestion",
-    kinds={"pytorch"},
+    kinds={"pytorch", "sqlite"},
     pool="gpu",
-    io_manager_key="parquet_io_manager",
     op_tags=GPU_STEP_TAGS,
+    deps=[chunks],
 )
 def embeddings(
-    context: dg.AssetExecutionContext, chunks: dict[str, pd.DataFrame], embedder: EmbedderResource
-) -> dict[str, pd.DataFrame]:
-    """A unit-length vector for each chunk's breadcrumb and text.
+    context: dg.AssetExecutionContext, embedder: EmbedderResource, artifacts: ArtifactsResource
+) -> dg.MaterializeResult:
+    """A unit-length vector for each chunk's breadcrumb and text, in the source's store (`vectors`).
 
-    All partitions of a run are embedded in this one step, by one model load. Texts the model has
-    embedded before come from the embedding cache (keyed by model identity and text hash), so an
-    unchanged source makes zero forward passes.
+    All partitions of a run are embedded in this one step, by one model load. Only the chunks that
+    have no vector by this model are embedded: the chunks the last run added (every chunk when the
+    model changed), EMBED_BATCH at a time. Texts the model has embedded before come from the
+    embedding cache (keyed by model identity and text hash), written batch by batch: an interrupted
+    run keeps what it computed, and an unchanged source makes zero forward passes.
     """
     model = embedder.get()
     cache = embedder.open_cache()
-    # Chunks embedded of all chunks of the step, tokens/s and ETA: in the run log about every 10 s.
-    progress = Reporter("embeddings", "chunks", sum(len(f) for f in chunks.values()), log=context.log.info)
+    progress = Reporter("embeddings", "chunks", log=context.log.info)
     try:
-        frames = {}
-        for key, frame in chunks.items():
+        for key in context.partition_keys:
             started, before = (
                 time.perf_counter(),
                 (model.stats.tokens, model.stats.batches, model.stats.seconds),
             )
-            vectors, hits = embed_with_cache(model, cache, frame, progress)
-            frames[key] = pd.DataFrame(
-                {
-                    "id": frame["id"],
-                    "content_hash": frame["content_hash"],
-                    "model": model.identity,
-                    "vector": list(vectors),
-                }
-            )
+            store = open_store(context, artifacts, key)
+            try:
+                embedded, hits = embed_source(store, model, cache, progress)
+                count = store.chunk_count()
+                access = store.access_metadata()
+            finally:
+                store.close()
             tokens, batches, seconds = (
                 now - then
                 for now, then in zip((model.stats.tokens, model.stats.batches, model.stats.seconds), before)
             )
             context.add_asset_metadata(
                 {
-                    "dagster/row_count": len(frame),
-                    CHUNKS_EMBEDDED: len(frame) - hits,
+                    "dagster/row_count": count,
+                    CHUNKS_EMBEDDED: embedded,
                     "cache_hits": hits,
-                    "cache_hit_rate": round(hits / len(frame), 4) if len(frame) else 1.0,
+                    "cache_hit_rate": round(hits / (hits + embedded), 4) if hits + embedded else 1.0,
                     TOKENS_EMBEDDED: tokens,
                     "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,
                     "forward_passes": batches,
@@ -75,14 +78,33 @@ def embeddings(
                     "device": model.device if batches else "not loaded",
                     # Resolving `auto` needs torch: a step that ran no batch never imports it.
                     "precision": model.precision if batches else "not loaded",
+                    "cache_repaired": str(cache.repaired) if cache.repaired else "no",
                     "seconds": round(time.perf_counter() - started, 3),
+                    **access,
                 },
                 partition_key=key,
             )
         progress.finish()
-        return frames
+        return dg.MaterializeResult()
     finally:
         cache.close()
+
+
+def embed_source(
+    store: SourceStore, model, cache, progress: Reporter | None = None, batch: int = EMBED_BATCH
+) -> tuple[int, int]:
+    """Give every chunk that needs one a vector by `model`; returns (chunks embedded, cache hits)."""
+    every_chunk = store.meta(VECTORS_MODEL) != model.identity
+    if progress:
+        progress.expect(store.chunk_count() if every_chunk else store.pending_count()[WRITE])
+    embedded = hits = 0
+    for ids in store.ids_without_vector(model.identity, every_chunk=every_chunk, batch=batch):
+        frame = pd.DataFrame(store.chunks_of(ids, ("id", "content_hash", "heading", "text")))
+        vectors, found = embed_with_cache(model, cache, frame, progress)
+        store.put_vectors(model.identity, dict(zip(frame["id"], vectors)))
+        embedded, hits = embedded + len(frame) - found, hits + found
+    store.set_meta(VECTORS_MODEL, model.identity)
+    return embedded, hits
 
 
 def embed_with_cache(

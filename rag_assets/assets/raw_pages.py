@@ -3,18 +3,18 @@
 import time
 
 import dagster as dg
-import pandas as pd
 
 from rag_assets.change_detection import forget as forget_unchanged
-from rag_assets.core.diffing import diff_pages
-from rag_assets.core.pages import PAGE_COLUMNS, PageStats
+from rag_assets.core.pages import PageStats
 from rag_assets.core.progress import Reporter
+from rag_assets.core.source_store import PageChanges, SourceStore
 from rag_assets.metadata import COMMIT, SOURCE_FAILED, SOURCE_TIME
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.artifacts import ArtifactsResource
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers import ReadResult, SourceReader
 from rag_assets.resources.readers.local import LocalReader
+from rag_assets.resources.readers.protocol import KEEP, check_not_empty
 from rag_assets.resources.sources import SourcesResource
 from rag_assets.resources.web import WebResource
 
@@ -25,8 +25,7 @@ LOGGED_NOTES = 50
     partitions_def=source_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="ingestion",
-    kinds={"python", "github"},
-    io_manager_key="parquet_io_manager",
+    kinds={"python", "github", "sqlite"},
 )
 def raw_pages(
     context: dg.AssetExecutionContext,
@@ -34,24 +33,27 @@ def raw_pages(
     github: GitHubResource,
     web: WebResource,
     artifacts: ArtifactsResource,
-) -> dict[str, pd.DataFrame]:
-    """The text of every file a source selects (include/exclude globs), one row per page, read by
-    the reader for the source's kind (rag_assets/resources/readers/).
+) -> dg.MaterializeResult:
+    """The text of every file a source selects (include/exclude globs), one row per page in the
+    source's store (`pages`, core/source_store.py), read by the reader for the source's kind
+    (rag_assets/resources/readers/) and written as it is read, in one transaction per source.
 
     GitHub sources are read from one tarball pinned to the commit the ref resolved to; when that
-    commit and the source's definition are what the last run read, the download is skipped.
-    Local sources are read from their folder. Binary files are skipped and counted. Websites are
-    crawled with conditional requests. `source_time` records when the content was current: the
-    commit's committer date for GitHub, the fetch time otherwise.
+    commit and the source's definition are what the store holds, the download is skipped.
+    Local sources are walked; a file whose size, times and inode are unchanged is not read again.
+    Binary files are skipped and counted. Websites are crawled with conditional requests.
+    `source_time` records when the content was current: the commit's committer date for GitHub,
+    the fetch time otherwise.
 
     Reading is bounded by the source's `limits`; a limit that left pages out is logged and
     recorded as `limit_hit`. A source with no page fails (`on_empty: keep`, the default, so its
     stored rows stay) or becomes empty (`on_empty: delete`).
 
     A source that fails (unreachable, refused, a corrupt archive, no pages) is logged, recorded as
-    `source_failed`, and passed on as it was read last time; the other sources of the run go on, and
+    `source_failed`, and keeps its stored pages as they were; the other sources of the run go on, and
     `milvus_collection` writes them and then fails the run naming the failed ones. When every source
-    of the run failed, this step fails with the error.
+    of the run failed, this step fails with the error. A store SQLite cannot read is moved aside
+    (logged, `store_repaired`) and the source read in full into a new one.
     """
     readers: dict[str, SourceReader] = {
         "github": github.reader(),
@@ -59,45 +61,74 @@ def raw_pages(
         "web": web.reader(),
     }
     source_named = sources.lookup()
-    frames, failed = {}, {}
+    failed = {}
     progress = Reporter("raw_pages", "pages fetched", log=context.log.info)
     for key in context.partition_keys:
         started = time.perf_counter()
         forget_unchanged(artifacts.base_dir, key)  # the CLI's next run of it is a full one
-        previous = artifacts.store.load(context.asset_key.to_user_string(), key)
+        store, moved = artifacts.store.open_source(key, check=True)
+        repaired = {"store_repaired": str(moved) if moved else "no"}
+        if moved:
+            context.log.warning(
+                f"source {key!r}: its store could not be read, moved to {moved}; reading it in full"
+            )
         try:
             source = source_named(key)
-            result = readers[source.kind].read(source, previous, progress)
+            result = readers[source.kind].read(source, store.known_pages(), progress)
+            changes = write_pages(store, source, result)
+            access = store.access_metadata()
         except Exception as error:  # one source's failure is its own: the others of the run go on
             failed[key] = error
-            frames[key] = previous if previous is not None else pd.DataFrame(columns=PAGE_COLUMNS)
             context.log.error(f"source {key!r} failed; its rows are kept as they are: {error}")
             context.add_asset_metadata(
-                {SOURCE_FAILED: f"{type(error).__name__}: {error}", "dagster/row_count": len(frames[key])},
+                {
+                    SOURCE_FAILED: f"{type(error).__name__}: {error}",
+                    "dagster/row_count": store.page_count(),
+                    **repaired,
+                },
                 partition_key=key,
             )
             continue
+        finally:
+            store.close()
         log_notes(context, key, result.stats)
-        frames[key] = result.pages
         context.add_asset_metadata(
-            read_metadata(result, previous, time.perf_counter() - started), partition_key=key
+            {**read_metadata(result, changes, time.perf_counter() - started), **repaired, **access},
+            partition_key=key,
         )
-    if failed and len(failed) == len(frames):  # nothing left to write: the step fails as the source did
+    if failed and len(failed) == len(context.partition_keys):  # nothing left to write: fail as the source did
         raise next(iter(failed.values()))
     progress.finish()
-    return frames
+    return dg.MaterializeResult()
 
 
-def read_metadata(result: ReadResult, previous: pd.DataFrame | None, seconds: float) -> dict:
+def write_pages(store: SourceStore, source, result: ReadResult) -> PageChanges:
+    """The reading into the store, page by page as it arrives; the pages it did not offer go. None
+    pages (nothing downloaded) keeps every stored page. An empty reading of an `on_empty: keep`
+    source raises before anything is committed."""
+    if result.pages is None:
+        return PageChanges(unchanged=store.page_count())
+    with store.replacing_pages() as writer:
+        for row in result.pages:
+            if row.get(KEEP):
+                writer.keep(row["path"])
+            else:
+                writer.add({**row, "stat": row.get("stat", "")})
+        writer.flush()
+        check_not_empty(source, writer.changes.total, result.stats)
+    return writer.changes
+
+
+def read_metadata(result: ReadResult, changes: PageChanges, seconds: float) -> dict:
     """What one source's reading recorded: its counters, limit, changes, commit and time."""
     return {
         **result.stats.as_metadata(),
         SOURCE_TIME: dg.MetadataValue.timestamp(result.source_time),
         "limit_hit": result.stats.limit_hit or "none",
-        **diff_pages(previous, result.pages).as_metadata("pages"),
+        **changes.as_metadata("pages"),
         COMMIT: result.commit,
-        "download_skipped": result.pages is previous,  # the reader found nothing changed
-        "dagster/row_count": len(result.pages),
+        "download_skipped": result.pages is None,  # the reader found nothing changed
+        "dagster/row_count": changes.total,
         "seconds": round(seconds, 3),
     }
 

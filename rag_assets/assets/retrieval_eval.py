@@ -8,10 +8,13 @@ is an ERROR that fails the run, and so keeps the serving alias where it is, when
 is on (the default), and a WARN otherwise.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from rag_assets.assets.chunks import chunks, open_store
 from rag_assets.assets.milvus_collection import milvus_collection
 from rag_assets.core.evaluation import (
     EvalQuery,
@@ -22,6 +25,7 @@ from rag_assets.core.evaluation import (
     score_ranks,
     stable_sample,
 )
+from rag_assets.core.source_store import SourceStore
 from rag_assets.metadata import COLLECTION, MEETS_THRESHOLD
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.artifacts import ArtifactsResource
@@ -40,10 +44,10 @@ MISSES_SHOWN = 10
     kinds={"pytorch"},
     pool="gpu",
     io_manager_key="parquet_io_manager",
+    deps=[chunks],
 )
 def eval_queries(
     context: dg.AssetExecutionContext,
-    chunks: dict[str, pd.DataFrame],
     embedder: EmbedderResource,
     evaluation: EvaluationResource,
     artifacts: ArtifactsResource,
@@ -59,8 +63,12 @@ def eval_queries(
     """
     model = embedder.get()
     frames = {}
-    for key, frame in chunks.items():
-        queries, skipped = source_queries(key, frame, evaluation)
+    for key in context.partition_keys:
+        store = open_store(context, artifacts, key)
+        try:
+            queries, skipped = source_queries(key, store, evaluation)
+        finally:
+            store.close()
         previous = artifacts.store.load(context.asset_key.to_user_string(), key)
         vectors, embedded = embed_queries(model, queries, previous)
         frames[key] = pd.DataFrame(
@@ -89,16 +97,23 @@ def eval_queries(
 
 
 def source_queries(
-    source: str, chunks: pd.DataFrame, evaluation: EvaluationResource
+    source: str, store: SourceStore, evaluation: EvaluationResource
 ) -> tuple[list[EvalQuery], list[str]]:
-    """Heading queries (sampled) and the user's queries file, if the source has one."""
-    queries = stable_sample(heading_queries(zip(chunks["id"], chunks["heading"])), evaluation.max_queries)
+    """Heading queries (sampled) and the user's queries file, if the source has one; the chunks are
+    streamed from the store, never loaded whole."""
+    queries = stable_sample(heading_queries(_stream(store, ("id", "heading"))), evaluation.max_queries)
     path = evaluation.queries_file(source)
     if path is None:
         return queries, []
     lines = path.read_text(encoding="utf-8").splitlines()
-    extra, skipped = file_queries(lines, zip(chunks["id"], chunks["path"], chunks["heading"]), name=str(path))
+    extra, skipped = file_queries(lines, _stream(store, ("id", "path", "heading")), name=str(path))
     return queries + extra, skipped
+
+
+def _stream(store: SourceStore, fields: tuple[str, ...]) -> Iterator[tuple]:
+    for batch in store.iter_chunks(fields):
+        for chunk in batch:
+            yield tuple(chunk[f] for f in fields)
 
 
 def embed_queries(model, queries: list[EvalQuery], previous: pd.DataFrame | None) -> tuple[np.ndarray, int]:

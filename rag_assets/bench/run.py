@@ -20,12 +20,12 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import yaml
 
 from rag_assets.bench.measure import StageResult, measured
 from rag_assets.bench.naive import run_naive
 from rag_assets.bench.split import latest_run_split
+from rag_assets.core.artifacts import ArtifactStore
 from rag_assets.core.chunking import PageToChunk, chunk_pages, embedding_input
 from rag_assets.core.pages import PageStats, decode_page, path_selected
 from rag_assets.core.sections import detect_format
@@ -363,8 +363,10 @@ def _check_same_chunks(settings: Settings, texts: list[str], ran: bool) -> None:
     """bare_encode must have encoded exactly what the pipeline embedded, or the ratio means nothing."""
     if not ran:
         return
-    frame = pd.read_parquet(settings.artifacts_dir / "chunks" / f"{SOURCE}.parquet")
-    pipeline = sorted(embedding_input(h, t) for h, t in zip(frame["heading"], frame["text"]))
+    store, _ = ArtifactStore(settings.artifacts_dir).open_source(SOURCE)
+    with store:
+        chunks = [c for batch in store.iter_chunks(("heading", "text")) for c in batch]
+    pipeline = sorted(embedding_input(c["heading"], c["text"]) for c in chunks)
     if pipeline != sorted(texts):
         raise RuntimeError("bench: the pipeline's chunks differ from the bare_encode inputs")
 

@@ -11,9 +11,10 @@ docutils on deeply indented reStructuredText) is chunked as plain text, and a pa
 cannot be chunked is left out; `chunk_pages_reporting` says which, and why.
 """
 
+import contextlib
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -223,6 +224,37 @@ def chunk_pages_reporting(
             _chunk_one, [source] * len(pages), pages, chunksize=max(1, len(pages) // (workers * 8))
         )
         return [_told(result, tell) for result in results]
+
+
+@contextlib.contextmanager
+def chunking_pool(
+    *, model_dir: Path, max_tokens: int, overlap_tokens: int = 0, workers: int = 1
+) -> Iterator[Callable[[str, list[PageToChunk]], list[ChunkedPage]]]:
+    """A function that chunks a batch of pages (in page order), backed by `workers` processes that
+    live as long as the block: a source streamed batch by batch starts its workers (and loads their
+    tokenizers) once. Small batches are chunked here, without a round trip to the workers."""
+    args = (str(model_dir), max_tokens, overlap_tokens)
+    _init_worker(*args)
+    if workers <= 1:
+        yield lambda source, pages: [_chunk_one(source, page) for page in pages]
+        return
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
+    pool: ProcessPoolExecutor | None = None
+
+    def chunk(source: str, pages: list[PageToChunk]) -> list[ChunkedPage]:
+        nonlocal pool
+        if len(pages) < PARALLEL_MIN_PAGES:
+            return [_chunk_one(source, page) for page in pages]
+        if pool is None:
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=args)
+        size = max(1, len(pages) // (workers * 8))
+        return list(pool.map(_chunk_one, [source] * len(pages), pages, chunksize=size))
+
+    try:
+        yield chunk
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _told(result, tell: Callable[[], None]):

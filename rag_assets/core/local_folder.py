@@ -1,7 +1,8 @@
 """Read the pages of a folder on this machine."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from rag_assets.core.pages import (
@@ -23,10 +24,15 @@ def iter_folder_pages(
     exclude: tuple[str, ...],
     stats: PageStats,
     limits: ReadLimits = DEFAULT_READ_LIMITS,
+    unchanged: Callable[[str, str], bool] | None = None,
 ) -> Iterator[Page]:
     """Yield the selected regular files under root, in path order; symlinks leaving root, devices and
     fifos are skipped. Past `max_pages` pages or `max_total_bytes` read, the remaining selected files
-    are counted, not read, and the limit is recorded in `stats.limit_hit`."""
+    are counted, not read, and the limit is recorded in `stats.limit_hit`.
+
+    Each page carries its file's `stat_key`. A file for which `unchanged(path, stat_key)` is true is
+    not read: it is yielded as a `reused` page with no text (it counts against the limits as before).
+    """
     max_file_bytes, max_pages, max_total_bytes = (
         limits.max_file_bytes,
         limits.max_pages,
@@ -46,6 +52,17 @@ def iter_folder_pages(
             if stats.pages >= max_pages or stats.limit_hit:
                 stats.pages_not_read += 1
                 continue
+            stat = stat_key(path)
+            if unchanged is not None and unchanged(relative, stat):
+                size = path.stat().st_size
+                if stats.bytes_read + size <= max_total_bytes:
+                    stats.matched, stats.pages, stats.bytes_read = (
+                        stats.matched + 1,
+                        stats.pages + 1,
+                        stats.bytes_read + size,
+                    )
+                    yield Page(path=relative, text="", content_hash="", stat=stat, reused=True)
+                    continue
             data = _read_bounded(path, relative, stats, max_file_bytes, max_total_bytes)
         except (OSError, RuntimeError) as error:  # RuntimeError: "Symlink loop" from Path.resolve
             stats.skip(
@@ -54,11 +71,18 @@ def iter_folder_pages(
             continue
         page = decode_page(relative, data, stats) if data is not None else None
         if page is not None:
-            yield page
+            yield replace(page, stat=stat)
     if stats.pages_not_read and not stats.limit_hit:
         stats.limit_hit = pages_limit_hit(max_pages, stats.pages_not_read)
     elif stats.limit_hit:
         stats.limit_hit += f"; {stats.pages_not_read} pages not read"
+
+
+def stat_key(path: Path) -> str:
+    """What says a file is as it was without reading it: size, modification and change times (ns) and
+    inode. The change time moves on every write, even one that puts the modification time back."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
 def _read_bounded(

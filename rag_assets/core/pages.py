@@ -32,6 +32,8 @@ class Page:
     text: str
     content_hash: str
     url: str = ""
+    stat: str = ""  # the file's stat_key, where the reader has one (core/local_folder.py)
+    reused: bool = False  # unchanged since the stored reading: not read, no text
 
 
 @dataclass(frozen=True)

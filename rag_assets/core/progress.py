@@ -109,6 +109,11 @@ class Reporter:
             self._logged = time.monotonic()
             self._log(self.progress.describe())
 
+    def expect(self, units: int) -> None:
+        """More work is known to come (a step that learns its total source by source)."""
+        self.progress.total = (self.progress.total or 0) + units
+        self._tell()
+
     def finish(self) -> None:
         self.progress.finished = True
         if self.progress.total is None:

@@ -1,4 +1,4 @@
-"""The Milvus IO manager: an asset's rows become the source's rows in the collection, in batches.
+"""The Milvus IO manager: a source's stored chunks become its rows in the collection, in batches.
 
 The collection is the current model's own one behind the serving alias (resources/milvus/aliases.py):
 a new model's vectors never mix with the served ones. The first collection of a deployment is
@@ -6,56 +6,68 @@ served (the alias created) as soon as it is written; later ones wait for `servin
 """
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
-from rag_assets.core.fitting import fit_rows
 from rag_assets.core.freshness import freshness_metadata
 from rag_assets.core.progress import Reporter
+from rag_assets.core.source_store import SourceStore
+from rag_assets.io_managers.milvus_sync import Writer, stored_model, sync_source
 from rag_assets.metadata import ROWS_DELETED, ROWS_UPSERTED, SOURCE_TIME, latest_metadata
 from rag_assets.resources.milvus import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
-    VARCHAR_LIMITS,
     MilvusResource,
-    MilvusStore,
-    SyncResult,
     model_properties,
 )
 
-LOGGED_SKIPS = 20  # rows left out that are named one by one in the log, per source
+
+@dataclass(frozen=True)
+class SourceChanges:
+    """What milvus_collection hands its IO manager for one source: the store whose recorded changes
+    (or, with `reconcile`, whose every chunk) Milvus must take. A handle, not the rows: the IO
+    manager streams them in batches."""
+
+    source: str
+    store_path: str
+    reconcile: bool = False
 
 
 class MilvusIOManager(dg.ConfigurableIOManager):
-    """Writes `{source: rows}`: upserts new and changed rows, then deletes the source's stale ones."""
+    """Writes `{source: SourceChanges}`: upserts the new and changed rows in batches, deletes the gone
+    ones, and reconciles a source whose record and Milvus disagree (io_managers/milvus_sync.py)."""
 
     milvus: dg.ResourceDependency[MilvusResource]
     batch_rows: int = DEFAULT_BATCH_ROWS
     batch_bytes: int = DEFAULT_BATCH_BYTES
 
-    def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
-        store = self.milvus.open()
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, SourceChanges]) -> None:
+        milvus = self.milvus.open()
         identity = self.milvus.model_identity
         properties = model_properties(self.milvus.model, identity) if identity else None
         progress = Reporter("milvus_collection", "rows written", log=context.log.info)
         try:
-            for source, rows in obj.items():
-                _check_model(source, rows, identity)
-                fitted = fit_rows(rows, VARCHAR_LIMITS)  # every value fits its field, or the row is left out
-                rows = fitted.rows
-                for note in fitted.notes[:LOGGED_SKIPS]:
-                    context.log.warning(f"source {source!r}: {note}")
-                if len(fitted.notes) > LOGGED_SKIPS:
-                    context.log.warning(
-                        f"source {source!r}: {len(fitted.notes) - LOGGED_SKIPS} more rows not stored"
-                    )
-                dimension = len(rows["vector"].iloc[0]) if len(rows) else store.dimension()
-                if dimension:
-                    store.ensure_collection(dimension, properties)
-                result = self._sync(store, source, rows, progress)
-                searchable_at = time.time()  # sync_source flushed: the rows are searchable from now on
-                context.log.info(f"{source}: {result}")
+            for source, changes in obj.items():
+                store = SourceStore(Path(changes.store_path))
+                try:
+                    model = stored_model(store, identity)
+                    dimension = store.vector_dimension(model) or milvus.dimension()
+                    if dimension:
+                        milvus.ensure_collection(dimension, properties)
+                    writer = Writer(milvus, store, source, model, self.batch_rows, self.batch_bytes, progress)
+                    result = sync_source(writer, reconcile=changes.reconcile)
+                    rows = store.chunk_count()
+                    access = store.access_metadata()
+                finally:
+                    store.close()
+                searchable_at = time.time()  # the sync flushed: the rows are searchable from now on
+                context.log.info(
+                    f"{source}: {result.upserted} upserted, {result.deleted} deleted, "
+                    f"{result.unchanged} unchanged"
+                    + (f" (reconciled: {result.reconciled})" if result.reconciled else "")
+                )
                 _add_partition_metadata(
                     context,
                     source,
@@ -64,54 +76,31 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                         ROWS_UPSERTED: result.upserted,
                         ROWS_DELETED: result.deleted,
                         "rows_unchanged": result.unchanged,
-                        "rows_skipped": sum(fitted.skipped.values()),
-                        "rows_skipped_reasons": dg.MetadataValue.json(dict(fitted.skipped)),
+                        "rows_read_from_milvus": result.rows_read,
+                        "reconciled": result.reconciled or "no",
                         "write_batches": result.batches,
-                        "dagster/row_count": len(rows),
-                        "collection": store.collection,
+                        "dagster/row_count": rows,
+                        "collection": milvus.collection,
+                        **access,
                     },
                 )
-            if identity and store.serving_target(self.milvus.collection) is None and store.dimension():
-                store.point_alias(self.milvus.collection)
+            if identity and milvus.serving_target(self.milvus.collection) is None and milvus.dimension():
+                milvus.point_alias(self.milvus.collection)
                 context.log.info(
-                    f"{self.milvus.collection!r} now serves {store.collection!r}, the first collection "
+                    f"{self.milvus.collection!r} now serves {milvus.collection!r}, the first collection "
                     "written"
                 )
         finally:
             progress.finish()
-            store.close()
+            milvus.close()
 
-    def _sync(self, store: MilvusStore, source: str, rows: pd.DataFrame, progress: Reporter) -> SyncResult:
-        if len(rows):
-            return store.sync_source(
-                source,
-                rows,
-                batch_rows=self.batch_rows,
-                batch_bytes=self.batch_bytes,
-                on_batch=progress.advance,
-            )
-        # No rows: a source that became empty under `on_empty: delete` (raw_pages refuses it otherwise).
-        deleted = store.delete_source(source)
-        if deleted:
-            store.flush()
-        return SyncResult(upserted=0, deleted=deleted, unchanged=0, batches=1 if deleted else 0)
-
-    def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
-        store = self.milvus.open()
+    def load_input(self, context: dg.InputContext) -> dict[str, int]:
+        """Each source's row count in the collection (nothing loads the rows themselves)."""
+        milvus = self.milvus.open()
         try:
-            return {key: pd.DataFrame(store.source_rows(key)) for key in context.asset_partition_keys}
+            return {key: milvus.count_source(key) for key in context.asset_partition_keys}
         finally:
-            store.close()
-
-
-def _check_model(source: str, rows: pd.DataFrame, identity: str | None) -> None:
-    """Vectors go to their own model's collection only: stale embeddings of another model are refused."""
-    found = set(rows["model"]) if identity and len(rows) else set()
-    if found - {identity}:
-        raise ValueError(
-            f"source {source!r}: vectors embedded by {', '.join(sorted(found))}, but the configured model is "
-            f"{identity}: re-materialize embeddings"
-        )
+            milvus.close()
 
 
 def _source_time(context: dg.OutputContext, source: str) -> float | None:

@@ -91,6 +91,13 @@ def contiguous_ranges(ordered_keys: list[str], wanted: list[str]) -> list[tuple[
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
+def run_config(*, verbose: bool, reconcile: bool) -> dict:
+    config = {} if verbose else dict(QUIET_RUN_CONFIG)
+    if reconcile:
+        config["ops"] = {"milvus_collection": {"config": {"reconcile": True}}}
+    return config
+
+
 def run_ingest(
     settings: Settings,
     instance: dg.DagsterInstance,
@@ -101,6 +108,7 @@ def run_ingest(
     on_removed: Callable[[RemovedSource], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     resources: Mapping[str, Any] | None = None,
+    reconcile: bool = False,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
@@ -113,7 +121,8 @@ def run_ingest(
     (rag_assets/runtime/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
     Then sources no longer in the sources file are removed, as the sources sensor would
     (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key.
-    `resources` replace the definitions' resources by key (see build_definitions).
+    `reconcile` compares every row of each source with Milvus instead of sending only the
+    recorded changes (milvus_collection's `reconcile` config).
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
@@ -136,7 +145,7 @@ def run_ingest(
         started = time.perf_counter()
         tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, **process_tags()}
         result = job.execute_in_process(
-            run_config=None if verbose else QUIET_RUN_CONFIG,
+            run_config=run_config(verbose=verbose, reconcile=reconcile),
             instance=instance,
             tags=tags,
             raise_on_error=False,

@@ -19,8 +19,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from rag_assets.bench.scale import measure_command
 from rag_assets.resources.milvus import MilvusStore
 from rag_assets.settings import Settings
+from rag_assets.testing.tiny_model import make_tiny_model
 from rag_assets_tests.evaluation.helpers import collections, model_collection, serving
 from rag_assets_tests.helpers import SAMPLE_DOCS, milvus_rows, perturbed_copy_of_minilm, write_sources
 
@@ -203,3 +205,42 @@ def test_rag_test_milvus_url_points_the_tier_at_a_server_you_already_run(milvus_
     )
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     assert not list((tmp_path / "inner").glob("milvus-server*"))  # no server of its own
+
+
+@pytest.mark.timeout(600)
+def test_a_cold_runs_peak_memory_does_not_grow_with_the_source(milvus_server_url, tmp_path):
+    """`rag-assets ingest` of N and of 4N pages (a tiny model made on the spot), each in its own
+    process tree measured by psutil: the pipeline streams pages, chunks and vectors in batches, so
+    the larger source's peak stays within a few MB of the smaller's. Against a Milvus server: Milvus
+    Lite serves a collection from the process's own memory, which grows with the collection."""
+    model = make_tiny_model(tmp_path / "tiny")
+    page_text = "\n\n".join(
+        f"Paragraph {n}: " + " ".join(f"term{(n * 7 + k) % 503}" for k in range(80)) for n in range(12)
+    )
+
+    def peak_mb(pages: int) -> float:
+        root = tmp_path / f"docs{pages}"
+        for number in range(pages):
+            path = root / f"p{number:05d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"Page {number}.\n\n{page_text}\n")
+        source = {"name": "mem", "kind": "local", "path": str(root), "include": ["**/*.txt"]}
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in UNSET},
+            "MILVUS_URI": milvus_server_url,
+            "MILVUS_COLLECTION": f"rag_mem_{uuid.uuid4().hex[:10]}",
+            "RAG_DATA_DIR": str(tmp_path / f"data{pages}"),
+            "RAG_SOURCES_FILE": str(write_sources(tmp_path / f"sources{pages}.yaml", [source])),
+            "EMBEDDING_MODEL": str(model),
+            "RAG_MIN_RECALL": "0",  # a random model finds nothing
+        }
+        measured = measure_command(
+            [sys.executable, "-m", "rag_assets.cli", "ingest"], env, tmp_path / f"ingest{pages}.log"
+        )
+        assert measured.returncode == 0, (tmp_path / f"ingest{pages}.log").read_text()[-3000:]
+        return measured.peak_rss_mb
+
+    small, large = peak_mb(300), peak_mb(1200)
+    held_whole_mb = 900 * len(page_text) * 3 / 2**20  # 900 more pages, as text, chunks and a frame
+
+    assert large - small < min(25, held_whole_mb / 2), (small, large)

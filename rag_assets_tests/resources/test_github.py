@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from rag_assets.core.source_store import KnownPage
 from rag_assets.resources.github import GitHubResource
 from rag_assets.resources.readers.github import GitHubError, GitHubReader
 from rag_assets.resources.retry import RateLimitedError, RetryPolicy
@@ -34,7 +35,7 @@ def reader(github: GitHubShapes, attempts: int = 3) -> GitHubReader:
 def test_read_resolves_the_ref_once_and_reads_the_tarball_of_that_commit():
     github = GitHubShapes("acme/frob", FILES)
 
-    result = reader(github).read(source(), None)
+    result = reader(github).read(source(), {})
 
     assert github.paths() == [
         "/repos/acme/frob/commits/main",
@@ -47,7 +48,7 @@ def test_read_resolves_the_ref_once_and_reads_the_tarball_of_that_commit():
         "2022-11-28",
         "rag-assets",
     )
-    pages = result.pages.set_index("path")
+    pages = result.frame().set_index("path")
     assert sorted(pages.index) == ["docs/api.rst", "docs/index.md"]
     assert (
         pages.loc["docs/index.md", "url"] == f"https://github.com/acme/frob/blob/{github.sha}/docs/index.md"
@@ -58,20 +59,21 @@ def test_read_resolves_the_ref_once_and_reads_the_tarball_of_that_commit():
     assert result.stats.pages == 2 and result.stats.as_metadata()["matched"] == 2
 
 
-def test_unchanged_commit_and_definition_return_the_previous_pages_without_a_download():
+def test_unchanged_commit_and_definition_return_no_pages_and_make_no_download():
     github = GitHubShapes("acme/frob", FILES)
-    first = reader(github).read(source(), None)
+    first = reader(github).read(source(), {})
+    known = {row["path"]: KnownPage(row["content_hash"], "", row["version"]) for row in first.pages}
     github.requests.clear()
 
-    again = reader(github).read(source(), first.pages)
-    redefined = reader(github).read(source(exclude=["docs/api.rst"]), first.pages)
+    again = reader(github).read(source(), known)
+    redefined = reader(github).read(source(exclude=["docs/api.rst"]), known)
 
-    assert again.pages is first.pages and again.version == first.version
+    assert again.pages is None and again.version == first.version
     assert (
         github.paths()[0] == "/repos/acme/frob/commits/main"
         and github.paths().count("/acme/frob/" + github.sha) == 1
     )
-    assert list(redefined.pages["path"]) == ["docs/index.md"] and redefined.version != first.version
+    assert list(redefined.frame()["path"]) == ["docs/index.md"] and redefined.version != first.version
 
 
 def test_token_is_sent_as_a_bearer_header_and_never_in_an_error(monkeypatch):
@@ -80,7 +82,7 @@ def test_token_is_sent_as_a_bearer_header_and_never_in_an_error(monkeypatch):
     github.fail_next("/commits/", json_error(401))
 
     with pytest.raises(GitHubError) as raised:
-        reader(github).read(source(token_env="FROB_TOKEN"), None)
+        reader(github).read(source(token_env="FROB_TOKEN"), {})
 
     assert github.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
     assert "HTTP 401" in str(raised.value) and "source 'frob'" in str(raised.value)
@@ -92,17 +94,17 @@ def test_an_answer_that_is_not_a_commit_is_a_clear_error():
     github.fail_next("/commits/", httpx.Response(200, text="<html>a captive portal</html>"))
 
     with pytest.raises(GitHubError, match="expected a commit object, got '<html>a captive"):
-        reader(github).read(source(), None)
+        reader(github).read(source(), {})
 
 
 def test_a_5xx_on_the_tarball_is_retried_and_the_read_completes():
     github = GitHubShapes("acme/frob", FILES)
     github.fail_next("/tarball/", json_error(503))
 
-    result = reader(github).read(source(), None)
+    result = reader(github).read(source(), {})
 
     assert github.paths().count(f"/repos/acme/frob/tarball/{github.sha}") == 2
-    assert sorted(result.pages["path"]) == ["docs/api.rst", "docs/index.md"]
+    assert sorted(result.frame()["path"]) == ["docs/api.rst", "docs/index.md"]
 
 
 def test_check_commit_is_one_conditional_request_304_when_unchanged():

@@ -1,4 +1,4 @@
-"""The asset checks on real storage: parquet files where the IO manager puts them, and Milvus Lite.
+"""The asset checks on real storage: the source stores where the assets put their rows, and Milvus Lite.
 
 Each check passes on what a real ingest wrote and fails, naming the culprits, on storage made wrong
 by hand; the blocking checks fail their run, and the dimension check stops the write.
@@ -6,7 +6,6 @@ by hand; the blocking checks fail their run, and the dimension check stops the w
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pytest
 
 from rag_assets.assets import ingestion_assets
@@ -44,17 +43,34 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
     return {key: value.value for key, value in evaluation.metadata.items()}
 
 
-def store_frame(settings, asset: str, source: str, frame: pd.DataFrame) -> None:
-    """Write a value where the parquet IO manager writes it (the artefact store's layout)."""
-    ArtifactStore(settings.artifacts_dir).write(asset, source, frame)
+def store_chunks(settings, source: str, texts: dict[str, str]) -> None:
+    """Chunks (id -> text) in the source's store, as the chunks step swaps in a new page's chunks."""
+    rows = [
+        {
+            "id": i,
+            "path": "page.md",
+            "position": n,
+            "heading": "",
+            "text": text,
+            "tokens": 1,
+            "content_hash": i,
+            "url": "",
+            "commit": "",
+        }
+        for n, (i, text) in enumerate(texts.items())
+    ]
+    store, _ = ArtifactStore(settings.artifacts_dir).open_source(source)
+    with store:
+        store.replace_chunks({"page.md": ("hash", "chunker", rows)})
 
 
 def store_vectors(settings, source: str, dimensions: list[int]) -> None:
-    vectors = [np.full(d, 0.5, dtype=np.float32) for d in dimensions]
-    ids = [f"{source}-{i}" for i in range(len(vectors))]
-    store_frame(
-        settings, "embeddings", source, pd.DataFrame({"id": ids, "content_hash": ids, "vector": vectors})
-    )
+    ids = [f"{source}-{i}" for i in range(len(dimensions))]
+    store_chunks(settings, source, dict.fromkeys(ids, "Text."))
+    store, _ = ArtifactStore(settings.artifacts_dir).open_source(source)
+    with store:
+        for i, d in zip(ids, dimensions):
+            store.put_vectors("model", {i: np.full(d, 0.5, dtype=np.float32)})
 
 
 def model_collection(settings) -> str:
@@ -120,9 +136,7 @@ def test_a_real_ingest_passes_every_check_with_its_counts(settings, instance, do
 
 def test_no_empty_chunks_fails_its_run_and_names_the_empty_chunks(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other"])
-    store_frame(
-        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["Text.", "  \n", ""]})
-    )
+    store_chunks(settings, "notes", {"a": "Text.", "b": "  \n", "c": ""})
 
     success, checks = run_checks(settings, instance, no_empty_chunks, source="notes")
 
@@ -134,10 +148,8 @@ def test_no_empty_chunks_fails_its_run_and_names_the_empty_chunks(settings, inst
 
 def test_no_empty_chunks_passes_on_chunks_with_text_and_alone_checks_every_source(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other", "never_run"])
-    store_frame(
-        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b"], "text": ["Text.", "More text."]})
-    )
-    store_frame(settings, "chunks", "other", pd.DataFrame({"id": ["c"], "text": ["Other."]}))
+    store_chunks(settings, "notes", {"a": "Text.", "b": "More text."})
+    store_chunks(settings, "other", {"c": "Other."})
 
     success, checks = run_checks(settings, instance, no_empty_chunks)
 
@@ -175,9 +187,7 @@ def test_vector_dimension_is_compared_with_the_collection(settings, instance, co
 
 def test_rows_match_chunks_names_missing_and_orphan_rows_of_its_source_only(settings, instance):
     instance.add_dynamic_partitions("sources", ["notes", "other"])
-    store_frame(
-        settings, "chunks", "notes", pd.DataFrame({"id": ["a", "b", "c"], "text": ["A.", "B.", "C."]})
-    )
+    store_chunks(settings, "notes", {"a": "A.", "b": "B.", "c": "C."})
     put_rows(settings, "notes", ["a", "b", "orphan"])
     put_rows(settings, "other", ["x"])  # another source's rows are not orphans of this one
 

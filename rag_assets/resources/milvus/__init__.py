@@ -24,7 +24,6 @@ from rag_assets.resources.milvus.store import (
     MilvusResource,
     MilvusStore,
     MilvusUnavailable,
-    SyncResult,
     connect,
     quote,
 )
@@ -43,7 +42,6 @@ __all__ = [
     "MilvusStore",
     "MilvusUnavailable",
     "Promotion",
-    "SyncResult",
     "connect",
     "decide_promotion",
     "model_collection_name",

@@ -1,9 +1,8 @@
 """MilvusStore: the collection that serves retrieval, and the batched, per-source sync that keeps it right.
 
 Readers use the serving name (MILVUS_COLLECTION), a Milvus alias; writes go to the current model's
-own collection behind it (aliases.py). Rows are keyed by chunk id. A sync writes new
-and changed rows first and deletes stale rows only after every write succeeded, so a failure never
-leaves a source with fewer rows than before.
+own collection behind it (aliases.py). Rows are keyed by chunk id. What to write and delete is decided
+from the source's store (io_managers/milvus_sync.py); this class batches the calls.
 Every filter names a source through `quote`, and source names are validated on load.
 """
 
@@ -11,8 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -101,14 +99,6 @@ def _connect_when_free(uri: str, token: str, wait_seconds: float) -> MilvusClien
             time.sleep(LITE_BUSY_POLL_SECONDS)
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    upserted: int
-    deleted: int
-    unchanged: int
-    batches: int
-
-
 class MilvusStore:
     """One collection (or an alias of one) on one Milvus (Lite file or server).
 
@@ -182,38 +172,57 @@ class MilvusStore:
             iterator.close()
         return rows
 
-    def sync_source(
+    def iter_source_rows(
         self,
         source: str,
+        fields: tuple[str, ...] = ("id", "content_hash", "model"),
+        batch: int = QUERY_PAGE_ROWS,
+    ) -> Iterator[list[dict]]:
+        """One source's rows (only the given fields), a page at a time: a reconciliation never holds
+        the whole source."""
+        if not self.client.has_collection(self.collection):
+            return
+        self.client.load_collection(self.collection)
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=batch, filter=f"source == {quote(source)}", output_fields=list(fields)
+        )
+        try:
+            while page := iterator.next():
+                yield page
+        finally:
+            iterator.close()
+
+    def count_source(self, source: str) -> int:
+        """How many rows one source has (Milvus counts; no row leaves the server)."""
+        if not self.client.has_collection(self.collection):
+            return 0
+        self.client.load_collection(self.collection)
+        result = self.client.query(
+            self.collection, filter=f"source == {quote(source)}", output_fields=["count(*)"]
+        )
+        return int(result[0]["count(*)"]) if result else 0
+
+    def upsert_frame(
+        self,
         rows: pd.DataFrame,
         *,
         batch_rows: int,
         batch_bytes: int,
         on_batch: Callable[[int], None] | None = None,
-    ) -> SyncResult:
-        """Make the source's rows in Milvus exactly `rows`: write what changed, then delete what went.
-
-        A row is unchanged when its text hash and the model that embedded it are the same; a new
-        model therefore rewrites every vector, never leaving another model's vectors behind.
-        """
-        stored = {r["id"]: (r["content_hash"], r["model"]) for r in self.source_rows(source)}
-        wanted = zip(rows["id"], rows["content_hash"], rows["model"])
-        changed = rows[[stored.get(i) != (h, m) for i, h, m in wanted]]
+    ) -> int:
+        """Write whole rows (ROW_FIELDS) in batches bounded by rows and bytes; returns the batches made."""
         batches = 0
-        for batch in _batches(changed, batch_rows, batch_bytes):
+        for batch in _batches(rows, batch_rows, batch_bytes):
             self.client.upsert(self.collection, batch)
             batches += 1
             if on_batch:
                 on_batch(len(batch))
-        stale = sorted(set(stored) - set(rows["id"]))
-        for start in range(0, len(stale), batch_rows):
-            self.client.delete(self.collection, ids=stale[start : start + batch_rows])
-            batches += 1
-        if batches:
-            self.client.flush(self.collection)
-        return SyncResult(
-            upserted=len(changed), deleted=len(stale), unchanged=len(rows) - len(changed), batches=batches
-        )
+        return batches
+
+    def delete_batch(self, ids: list[str]) -> None:
+        """Delete rows by id, without a flush (the writer flushes once at the end)."""
+        if ids:
+            self.client.delete(self.collection, ids=ids)
 
     def delete_source(self, source: str) -> int:
         """Remove every row of one source, and only that source; returns how many went.

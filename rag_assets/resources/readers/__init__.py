@@ -1,7 +1,7 @@
 """Source readers: one module per kind of source (`github`, `local`, `web`), one protocol.
 
-`reader.read(source, previous)` returns a `ReadResult`: the source's pages as a frame, what happened
-to what it offered (one `PageStats` for every kind), the version read and when the content was
+`reader.read(source, known)` returns a `ReadResult`: the source's pages as rows streamed to the store,
+what happened to what it offered (one `PageStats` for every kind), the version read and when the content was
 current. Readers are plain objects, free of Dagster; the `github` and `web` resources build them
 from their configuration (rag_assets/resources/github.py, web.py).
 """

@@ -4,16 +4,16 @@ commit; skip the download when that commit and the source's definition are what 
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pandas as pd
 
 from rag_assets.core.pages import Page, PageStats
 from rag_assets.core.progress import Reporter
 from rag_assets.core.sections import detect_format
+from rag_assets.core.source_store import KnownPage
 from rag_assets.core.tarball import iter_tar_pages
 from rag_assets.resources.readers.protocol import ReadResult, counted, definition_hash, read_result
 from rag_assets.resources.retry import (
@@ -68,18 +68,18 @@ class GitHubReader:
     transport: httpx.BaseTransport | None = None
 
     def read(
-        self, source: GitHubSource, previous: pd.DataFrame | None, progress: Reporter | None = None
+        self, source: GitHubSource, known: Mapping[str, KnownPage], progress: Reporter | None = None
     ) -> ReadResult:
-        """The selected files at the commit source.ref points to now; `previous` itself when that
-        commit and the source's definition are what it holds (nothing is downloaded)."""
+        """The selected files at the commit source.ref points to now; no pages (None) when that
+        commit and the source's definition are what the store holds (nothing is downloaded)."""
         stats = PageStats()
         with self._client(source) as client:
             info = self._commit_info(source, client)
             version = f"{definition_hash(source)}:{info.sha}"
-            if previous is not None and len(previous) and (previous["version"] == version).all():
+            if known and all(page.version == version for page in known.values()):
                 if progress:
-                    progress.advance(len(previous), reused=True)
-                return ReadResult(previous, stats, version, info.committed_at)
+                    progress.advance(len(known), reused=True)
+                return ReadResult(None, stats, version, info.committed_at)
             pages = list(counted(self._tarball_pages(source, info.sha, client, stats), progress))
         rows = [
             {
@@ -94,7 +94,7 @@ class GitHubReader:
             }
             for p in pages
         ]
-        return read_result(source, rows, stats, version, info.committed_at)
+        return read_result(rows, stats, version, info.committed_at)
 
     def _client(self, source: GitHubSource) -> httpx.Client:
         """A client for the source's API, with GitHub's headers and the source's token, if set."""

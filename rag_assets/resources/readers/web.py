@@ -1,14 +1,15 @@
 """Web sources: one crawl of a website (crawl.py), re-downloading only what changed since the last
 one, whose validators are kept under `cache_dir`, one file per source."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
 from rag_assets.core.progress import Reporter
+from rag_assets.core.source_store import KnownPage
 from rag_assets.core.web_cache import WebCache
 from rag_assets.resources.readers.crawl import DEFAULT_TIMEOUT_SECONDS, USER_AGENT, Crawl, CrawlResult
 from rag_assets.resources.readers.protocol import ReadResult, definition_hash, read_result
@@ -32,7 +33,7 @@ class WebReader:
     transport: httpx.BaseTransport | None = None
 
     def read(
-        self, source: WebSource, previous: pd.DataFrame | None, progress: Reporter | None = None
+        self, source: WebSource, known: Mapping[str, KnownPage], progress: Reporter | None = None
     ) -> ReadResult:
         """Every page of the website as Markdown; a page's `commit` is its validator."""
         result = self.crawl(source)
@@ -50,10 +51,9 @@ class WebReader:
             }
             for p in result.pages
         ]
-        read = read_result(source, rows, result.stats, version, result.fetched_at)
         if progress:
-            progress.advance(len(read.pages))
-        return read
+            progress.advance(len(rows))
+        return read_result(rows, result.stats, version, result.fetched_at)
 
     def crawl(self, source: WebSource) -> CrawlResult:
         """One crawl of the website, with the validators the last one saw; saves this one's."""
