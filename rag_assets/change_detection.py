@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag_assets.core.artifacts import ArtifactStore
+from rag_assets.core.names import portable_name
 
 STATE_FOLDER = "ingest_state"
 FORMAT = 1  # bump when the fingerprint's recipe changes: every source then runs once more
@@ -101,9 +102,9 @@ def folder_digest(root: Path, selected: Callable[[str], bool]) -> str:
         paths += [Path(folder, name) for name in files]
     for path in sorted(paths):
         relative = path.relative_to(root).as_posix()
-        if not selected(relative):
+        if not selected(portable_name(relative)):  # selected as raw_pages selects: by the stored name
             continue
-        digest.update(relative.encode() + b"\0")
+        digest.update(os.fsencode(relative) + b"\0")  # the bytes on disk: any name, one digest
         try:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         except OSError as error:  # unreadable now: raw_pages decides what that means

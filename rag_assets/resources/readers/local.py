@@ -1,6 +1,9 @@
 """Local sources: a folder on this machine, read as it is now."""
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import pandas as pd
 
@@ -36,7 +39,7 @@ class LocalReader:
                 "url": p.url or (source.path / p.path).as_uri(),
                 "text": p.text,
                 "content_hash": p.content_hash,
-                "commit": _mtime(source, p.path),
+                "commit": _mtime(_file(source, p)),
                 "format": detect_format(p.path, p.text, source.format),
                 "version": version,
             }
@@ -45,8 +48,16 @@ class LocalReader:
         return read_result(source, rows, stats, version, started)
 
 
-def _mtime(source: LocalSource, path: str) -> str:
+def _file(source: LocalSource, page) -> Path:
+    """The file a page was read from: its `file:` URL when the reader set one (a name that is not
+    valid UTF-8 is stored escaped, core/names.py; the URL keeps its bytes), else the source's path."""
+    if page.url.startswith("file:"):
+        return Path(os.fsdecode(unquote_to_bytes(urlsplit(page.url).path)))
+    return source.path / page.path
+
+
+def _mtime(file: Path) -> str:
     try:
-        return pd.Timestamp((source.path / path).stat().st_mtime, unit="s", tz="UTC").isoformat()
+        return pd.Timestamp(file.stat().st_mtime, unit="s", tz="UTC").isoformat()
     except OSError:  # gone since it was read: its text is what counts
         return ""
