@@ -152,7 +152,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = (
+    "rag-assets: interrupted ({signal}); vectors embedded so far are kept in the embedding cache and "
+    "the collection keeps the rows it had; run `rag-assets ingest` again to resume"
+)
+
+
 def _ingest(args, settings: Settings) -> int:
+    """Ctrl-C or SIGTERM: one line, exit 130 or 143 (rag_assets/runtime/interrupts.py)."""
+    import signal
+
+    from rag_assets.runtime.interrupts import Interrupts
+
+    with Interrupts() as interrupts:
+        try:
+            return _ingest_sources(args, settings, interrupts)
+        except KeyboardInterrupt:
+            name = signal.Signals(interrupts.received() or signal.SIGINT).name
+            print(INTERRUPTED.format(signal=name), file=sys.stderr, flush=True)
+            return interrupts.exit_code()
+
+
+def _ingest_sources(args, settings: Settings, interrupts) -> int:
     import contextlib
 
     from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
@@ -180,8 +201,10 @@ def _ingest(args, settings: Settings) -> int:
     check_milvus(settings)
     from rag_assets.runtime.ingest import run_ingest
     from rag_assets.runtime.instance import cli_instance
+    from rag_assets.runtime.interrupts import start_log_helpers_in_their_own_process_group
 
     instance = cli_instance(settings)
+    start_log_helpers_in_their_own_process_group()
     if not names:  # only removals: a source taken out of the sources file still has stored data
         from rag_assets.runtime.source_removal import remove_unlisted_sources
 
@@ -199,6 +222,7 @@ def _ingest(args, settings: Settings) -> int:
                 on_reclaimed=_say_reclaimed,
                 on_removed=lambda removed: print(removed.describe(settings.sources_file)),
                 on_warning=lambda line: print(f"rag-assets: warning: {line}", file=sys.stderr),
+                interrupted=lambda: interrupts.received() is not None,
             )
     except IngestFailed as failed:
         if failed.summaries:

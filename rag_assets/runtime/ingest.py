@@ -101,6 +101,7 @@ def run_ingest(
     on_removed: Callable[[RemovedSource], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     resources: Mapping[str, Any] | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
@@ -114,6 +115,8 @@ def run_ingest(
     Then sources no longer in the sources file are removed, as the sources sensor would
     (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key.
     `resources` replace the definitions' resources by key (see build_definitions).
+    When `interrupted()` says so after a run (Ctrl-C or SIGTERM reached the process: Dagster failed
+    the step under way), KeyboardInterrupt is raised instead of starting the next run.
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
@@ -141,6 +144,8 @@ def run_ingest(
             tags=tags,
             raise_on_error=False,
         )
+        if interrupted and interrupted():
+            raise KeyboardInterrupt
         for message in run_warnings(instance, result.run_id):
             if on_warning:
                 on_warning(message)
