@@ -27,14 +27,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rag-assets: error: {line}", file=sys.stderr)
         return 2
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.errors import MilvusUnavailable
+    from rag_assets.errors import InstanceUnavailable, MilvusUnavailable
     from rag_assets.sources import SourcesFileError
 
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
     # line says which and what to do). Exit 1: a run failed (rag_assets/runtime/ingest.py).
     try:
         return args.handler(args, settings)
-    except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
+    except (
+        SourcesFileError,
+        ModelNotFoundError,
+        FileNotFoundError,
+        ValueError,
+        MilvusUnavailable,
+        InstanceUnavailable,
+    ) as error:
         print(f"rag-assets: error: {error}", file=sys.stderr)
         return 2
 
