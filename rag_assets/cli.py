@@ -4,9 +4,11 @@ import argparse
 import atexit
 import gc
 import json
+import signal
 import sys
 from pathlib import Path
 
+from rag_assets.runtime.interrupts import Interrupts
 from rag_assets.settings import Settings, SettingsError, milvus_token
 
 # A command runs once and exits: collect young objects less often (imports of dagster, torch and
@@ -15,11 +17,27 @@ from rag_assets.settings import Settings, SettingsError, milvus_token
 COMMAND_GC_THRESHOLDS = (10_000, 20, 20)
 
 
+INTERRUPTED = "rag-assets: interrupted ({signal})"
+
+
 def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(*COMMAND_GC_THRESHOLDS)
     atexit.register(gc.freeze)
     parser = _parser()
     args = parser.parse_args(argv)
+    # Ctrl-C or SIGTERM: one line (the command's own, saying what was kept), exit 130 or 143, no
+    # traceback (rag_assets/runtime/interrupts.py).
+    with Interrupts() as interrupts:
+        args.interrupts = interrupts
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            name = signal.Signals(interrupts.received() or signal.SIGINT).name
+            print(getattr(args, "interrupted", INTERRUPTED).format(signal=name), file=sys.stderr, flush=True)
+            return interrupts.exit_code()
+
+
+def _run(args) -> int:
     try:  # before anything heavy is imported: a setting that cannot work fails at once
         settings = Settings.from_env()
     except SettingsError as error:
@@ -60,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--force", action="store_true", help="run even the sources that did not change since their last run"
     )
-    ingest.set_defaults(handler=_ingest)
+    ingest.set_defaults(handler=_ingest, interrupted=INGEST_INTERRUPTED)
 
     ui = commands.add_parser(
         "ui", help="open the Dagster UI (dagster dev) on the instance `rag-assets ingest` uses"
@@ -159,28 +177,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-INTERRUPTED = (
+INGEST_INTERRUPTED = (
     "rag-assets: interrupted ({signal}); vectors embedded so far are kept in the embedding cache and "
     "the collection keeps the rows it had; run `rag-assets ingest` again to resume"
 )
 
 
 def _ingest(args, settings: Settings) -> int:
-    """Ctrl-C or SIGTERM: one line, exit 130 or 143 (rag_assets/runtime/interrupts.py)."""
-    import signal
-
-    from rag_assets.runtime.interrupts import Interrupts
-
-    with Interrupts() as interrupts:
-        try:
-            return _ingest_sources(args, settings, interrupts)
-        except KeyboardInterrupt:
-            name = signal.Signals(interrupts.received() or signal.SIGINT).name
-            print(INTERRUPTED.format(signal=name), file=sys.stderr, flush=True)
-            return interrupts.exit_code()
-
-
-def _ingest_sources(args, settings: Settings, interrupts) -> int:
     import contextlib
 
     from rag_assets.change_detection import record_successes, skip_unchanged, stored_sources
@@ -229,7 +232,7 @@ def _ingest_sources(args, settings: Settings, interrupts) -> int:
                 on_reclaimed=_say_reclaimed,
                 on_removed=lambda removed: print(removed.describe(settings.sources_file)),
                 on_warning=lambda line: print(f"rag-assets: warning: {line}", file=sys.stderr),
-                interrupted=lambda: interrupts.received() is not None,
+                interrupted=lambda: args.interrupts.received() is not None,
             )
     except IngestFailed as failed:
         if failed.summaries:

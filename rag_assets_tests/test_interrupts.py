@@ -180,3 +180,27 @@ def test_after_ctrl_c_the_next_ingest_embeds_only_what_was_not_cached_and_lands_
     assert 0 < kept < len(expected)
     stored = {i: (r["path"], r["heading"], r["text"]) for i, r in milvus_rows(settings, "big").items()}
     assert stored == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_seconds", [1.0, 4.0], ids=["while_importing", "while_preparing_or_reading"])
+def test_ctrl_c_at_any_moment_of_the_command_is_the_same_one_line_and_exit_130(
+    workdir, env, settings, after_seconds
+):
+    """Wherever the signal lands (imports, checks, opening the instance, a step), the same line."""
+    docs = workdir / "docs"
+    write_large_docs(docs, pages=4)
+    write_sources(settings.sources_file, [{"name": "big", "kind": "local", "path": str(docs)}])
+    process, out, err = start_ingest(env, workdir)
+    time.sleep(after_seconds)
+    assert process.poll() is None, err.read_text()
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=STOP_DEADLINE_SECONDS)
+
+    stdout, stderr = out.read_text(), err.read_text()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr
+    assert stderr.splitlines()[-1] == INTERRUPTED.format(name="SIGINT")
+    assert [line for line in stderr.splitlines() if line.startswith("rag-assets:")] == [
+        INTERRUPTED.format(name="SIGINT")
+    ]

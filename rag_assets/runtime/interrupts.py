@@ -19,6 +19,7 @@ import functools
 import os
 import signal
 import subprocess
+import threading
 import types
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -35,6 +36,8 @@ class Interrupts:
 
     def __enter__(self) -> "Interrupts":
         self._read, self._write = os.pipe()
+        if threading.current_thread() is not threading.main_thread():  # only there can handlers be set
+            return self
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self._saved_wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
@@ -46,7 +49,8 @@ class Interrupts:
         self.received()
         for number, handler in self._saved.items():
             signal.signal(number, handler)
-        signal.set_wakeup_fd(self._saved_wakeup)
+        if self._saved:
+            signal.set_wakeup_fd(self._saved_wakeup)
         os.close(self._read)
         os.close(self._write)
 
