@@ -47,8 +47,6 @@ def iter_folder_pages(
         relative = portable_name(raw)
         if not path_selected(relative, include, exclude):
             continue
-        if relative != raw:
-            stats.escaped(relative)
         if relative in seen:
             stats.skip(
                 "duplicate_skipped", relative, "another file has this name once escaped, the first kept"
@@ -69,8 +67,11 @@ def iter_folder_pages(
             )
             continue
         page = decode_page(relative, data, stats) if data is not None else None
+        if page is not None and relative != raw:
+            stats.escaped(relative)
+            page = replace(page, url=path.as_uri())
         if page is not None:
-            yield page if relative == raw else replace(page, url=path.as_uri())
+            yield page
     if stats.pages_not_read and not stats.limit_hit:
         stats.limit_hit = pages_limit_hit(max_pages, stats.pages_not_read)
     elif stats.limit_hit:

@@ -66,7 +66,7 @@ class PageStats:
     unsafe_skipped: int = 0
     unreadable_skipped: int = 0  # a file that could not be read (a symlink loop, no permission, gone)
     duplicate_skipped: int = 0  # a path offered twice (a tarball may hold one path twice): the first is kept
-    # a name that is not valid UTF-8, stored with its invalid bytes as %XX (core/names.py)
+    # pages whose file name is not valid UTF-8, stored with its invalid bytes as %XX (core/names.py)
     names_escaped: int = 0
     pages_not_read: int = 0  # selected files left unread because a limit was reached
     bytes_read: int = 0  # after decompression: what counts against max_total_bytes

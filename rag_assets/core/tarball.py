@@ -142,8 +142,6 @@ def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_p
         return None
     if not path_selected(path, include, exclude):
         return None
-    if not is_portable(member.name):
-        stats.escaped(path)
     if not member.isreg():  # symlinks, hard links, devices, fifos: never followed
         stats.unsafe_skipped += 1
         return None
@@ -158,7 +156,10 @@ def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_p
         stats.skip_too_large(path, member.size, max_file_bytes)
         return None
     data = archive.extractfile(member).read(max_file_bytes + 1)
-    return decode_page(path, data, stats)
+    page = decode_page(path, data, stats)
+    if page is not None and not is_portable(member.name):
+        stats.escaped(path)
+    return page
 
 
 def tarball_files(tarball_path: str | PathLike[str]) -> dict[str, bytes | str]:

@@ -78,8 +78,11 @@ def start_log_helpers_in_their_own_process_group() -> None:
     process group (once per process; its helpers are `tail` and a watcher script, nothing else).
     Called before the first run, not on entering `Interrupts`: a command that runs nothing never
     imports Dagster."""
-    from dagster._core.execution import compute_logs
-
-    own_group = types.SimpleNamespace(**vars(subprocess))
-    own_group.Popen = functools.partial(subprocess.Popen, process_group=0)
-    compute_logs.subprocess = own_group
+    try:
+        from dagster._core.execution import compute_logs
+    except ImportError:  # moved in another Dagster: runs work as before, Ctrl-C may print its helpers' traces
+        return
+    if getattr(compute_logs, "subprocess", None) is subprocess:
+        own_group = types.SimpleNamespace(**vars(subprocess))
+        own_group.Popen = functools.partial(subprocess.Popen, process_group=0)
+        compute_logs.subprocess = own_group
