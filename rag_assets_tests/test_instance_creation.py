@@ -119,10 +119,17 @@ instance.dispose()
 
 
 @pytest.mark.slow
-def test_eight_processes_opening_a_new_instance_at_the_same_moment_all_get_one_sound_instance(workdir):
+@pytest.mark.parametrize("dagster_home", [False, True], ids=["data_dir_instance", "new_dagster_home"])
+def test_eight_processes_opening_a_new_instance_at_the_same_moment_all_get_one_sound_instance(
+    workdir, dagster_home
+):
     """The race at its narrowest: every process is ready and opens the instance when a file appears
-    (before the lock, most of 4 such processes failed on this machine, every time)."""
+    (before the lock, most of 4 such processes failed on this machine, every time). Also with
+    DAGSTER_HOME naming a folder that does not exist yet."""
     env = new_data_dir_env(workdir)
+    home = workdir / ("home" if dagster_home else "data/dagster_home")
+    if dagster_home:
+        env["DAGSTER_HOME"] = str(home)
     go = workdir / "go"
     processes = [
         subprocess.Popen(
@@ -141,7 +148,7 @@ def test_eight_processes_opening_a_new_instance_at_the_same_moment_all_get_one_s
     assert [(out.strip(), code) for out, _, code in outcomes] == [("0 ['gpu', 'milvus']", 0)] * 8, [
         err for _, err, _ in outcomes
     ]
-    heads = schema_heads(workdir / "data" / "dagster_home")
+    heads = schema_heads(home)
     assert heads and all(len(revisions) == 1 for revisions in heads.values()), heads
 
 
