@@ -140,6 +140,7 @@ def test_latin1_names_in_a_folder_a_tarball_and_urls_land_escaped_beside_a_healt
             ],
         )
         first = rag_assets("ingest", env=env)
+        unchanged = rag_assets("ingest", "--source", "odd", "--source", "repo", env=env)
         again = rag_assets("ingest", "--force", env=env)
 
     assert first.returncode == 0, first.stderr
@@ -169,7 +170,13 @@ def test_latin1_names_in_a_folder_a_tarball_and_urls_land_escaped_beside_a_healt
     repo_urls = {r["path"]: r["url"] for r in milvus_rows(settings, "repo").values()}
     assert repo_urls["docs/caf%E9.md"] == f"{api}/acme/odd/blob/{sha}/docs/caf%E9.md"
 
-    # The same names on the next run: nothing to write, nothing to delete.
+    # The change check fingerprints the same names: nothing changed, nothing run.
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert [line.split(":")[0] for line in unchanged.stdout.splitlines() if "unchanged since" in line] == [
+        "odd",
+        "repo",
+    ]
+    # The same names on the next full run: nothing to write, nothing to delete.
     assert again.returncode == 0, again.stderr
     assert summary_rows(again.stdout) == {
         "odd": ["3", "3", "0", "0", "0"],
