@@ -80,6 +80,8 @@ def creation_lock(home: Path, deadline_seconds: float = CREATE_LOCK_DEADLINE_SEC
     try:
         lock = open(home / CREATE_LOCK, "a+")  # noqa: SIM115 - held until the block ends
     except OSError:
+        lock = None
+    if lock is None:
         yield
         return
     with lock:
