@@ -151,6 +151,13 @@ def test_latin1_names_in_a_folder_a_tarball_and_urls_land_escaped_beside_a_healt
         "invalid byte as %XX"
         for name, path in (("odd", "caf%E9.md"), ("odd", "d%FCr/x.md"), ("repo", "docs/caf%E9.md"))
     ]
+    first_rows = {name: [c[0], c[1], c[3], c[4]] for name, c in summary_rows(first.stdout).items()}
+    assert first_rows == {  # pages, chunks, written, deleted
+        "odd": ["3", "3", "3", "0"],
+        "plain": ["1", "1", "1", "0"],
+        "repo": ["2", "2", "2", "0"],
+        "site": ["3", "3", "3", "0"],
+    }
     chunker = minilm_chunker()
     assert stored(settings, "odd") == expected(
         chunker, "odd", {"caf%E9.md": CAFE_PAGE, "d%FCr/x.md": DUR_PAGE, "na\u00efve.md": UTF8_PAGE}
@@ -159,11 +166,11 @@ def test_latin1_names_in_a_folder_a_tarball_and_urls_land_escaped_beside_a_healt
     assert stored(settings, "repo") == expected(
         chunker, "repo", {"docs/caf%E9.md": CAFE_PAGE, "docs/index.md": INDEX_PAGE}
     )
-    assert {r["path"] for r in milvus_rows(settings, "site").values()} == {
-        "/docs/",
-        "/docs/caf%E9.html",
-        "/docs/na\u00efve",
-    }
+    assert sorted((r["path"], r["heading"], r["text"]) for r in milvus_rows(settings, "site").values()) == [
+        ("/docs/", "Docs", "[caf](caf%E9.html) <old>"),
+        ("/docs/caf%E9.html", "Caf", "Linked by a Latin-1 byte."),
+        ("/docs/na\u00efve", "Naive", "Reached by a redirect."),
+    ]
     urls = {r["path"]: r["url"] for r in milvus_rows(settings, "odd").values()}
     assert urls["caf%E9.md"] == (odd.resolve() / os.fsdecode(CAFE)).as_uri()  # the file's own URL
     assert urls["caf%E9.md"].endswith("/odd/caf%E9.md")
