@@ -102,10 +102,15 @@ def test_a_sitemap_child_a_link_and_a_redirect_to_another_port_of_the_host_are_n
             ],
         )
 
-        done, own = rag_assets("ingest", env=env), site.url
+        done, own, foreign = rag_assets("ingest", env=env), site.url, other.url
 
         assert other.requests == []
     assert done.returncode == 0, done.stderr
+    refused = f"origin {foreign!r} is not one of the source's own ({own}), skipped"
+    assert [line for line in done.stderr.splitlines() if "not one of the source's own" in line] == [
+        f"rag-assets: warning: source 'site': {foreign}/sitemap.xml: {refused}",  # read first
+        f"rag-assets: warning: source 'site': {own}/docs/hop: {refused}",
+    ]
     site_rows = milvus_rows(settings, "site").values()
     assert sorted((r["path"], r["heading"], r["text"]) for r in site_rows) == [
         ("/docs/", "Home", "Welcome home."),
