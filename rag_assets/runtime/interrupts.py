@@ -3,7 +3,9 @@
 Three things stand in the way, and `Interrupts` deals with each:
 
 - SIGTERM's default action ends the process at once, without a word. Here it is an interrupt
-  like SIGINT (KeyboardInterrupt), so the command can say what it kept.
+  like SIGINT (KeyboardInterrupt), so the command can say what it kept. A signal the command was
+  started ignoring stays ignored (a non-interactive shell starts background jobs ignoring SIGINT,
+  so that Ctrl-C stops the script and not them; Dagster still catches it during a run).
 - While a run executes, Dagster replaces the handlers of both signals with its own (an interrupt
   fails the step under way with DagsterExecutionInterruptedError, and the run fails). Which signal
   it was is then known only to the process: a wakeup file descriptor (`signal.set_wakeup_fd`)
@@ -36,20 +38,21 @@ class Interrupts:
 
     def __enter__(self) -> "Interrupts":
         self._read, self._write = os.pipe()
-        if threading.current_thread() is not threading.main_thread():  # only there can handlers be set
-            return self
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        if threading.current_thread() is not threading.main_thread():  # only there can handlers be set
+            return self
         self._saved_wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for number in SIGNALS:
-            self._saved[number] = signal.signal(number, _raise_interrupt)
+            if signal.getsignal(number) is not signal.SIG_IGN:  # a job started in the background
+                self._saved[number] = signal.signal(number, _raise_interrupt)  # keeps ignoring Ctrl-C
         return self
 
     def __exit__(self, *exc) -> None:
         self.received()
         for number, handler in self._saved.items():
             signal.signal(number, handler)
-        if self._saved:
+        if hasattr(self, "_saved_wakeup"):
             signal.set_wakeup_fd(self._saved_wakeup)
         os.close(self._read)
         os.close(self._write)
