@@ -42,6 +42,7 @@ class Interrupting:
                 raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupt_after_two_batches_keeps_their_vectors_and_the_rerun_embeds_only_the_rest(tmp_path):
     model = Embedder("all-MiniLM-L6-v2", device="cpu", precision="fp32", batch_tokens=128)
     frame = chunk_frame()
