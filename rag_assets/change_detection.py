@@ -29,6 +29,7 @@ from pathlib import Path
 from rag_assets.core.artifacts import ArtifactStore
 from rag_assets.core.hashing import content_hash
 from rag_assets.core.local_folder import stat_key
+from rag_assets.core.names import portable_name
 from rag_assets.core.source_store import KnownPage
 
 STATE_FOLDER = "ingest_state"
@@ -110,11 +111,11 @@ def folder_digest(
         paths += [Path(folder, name) for name in files]
     for path in sorted(paths):
         relative = path.relative_to(root).as_posix()
-        if not selected(relative):
+        if not selected(portable_name(relative)):  # selected as raw_pages selects: by the stored name
             continue
-        digest.update(relative.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(os.fsencode(relative) + b"\0")  # the bytes on disk: any name, one digest
         try:
-            page = (known or {}).get(relative)
+            page = (known or {}).get(portable_name(relative))
             if page is not None and page.stat and page.stat == stat_key(path):
                 digest.update(page.content_hash.encode())
             else:

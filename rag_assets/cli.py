@@ -4,9 +4,11 @@ import argparse
 import atexit
 import gc
 import json
+import signal
 import sys
 from pathlib import Path
 
+from rag_assets.runtime.interrupts import Interrupts
 from rag_assets.settings import Settings, SettingsError, milvus_token
 
 # A command runs once and exits: collect young objects less often (imports of dagster, torch and
@@ -15,11 +17,27 @@ from rag_assets.settings import Settings, SettingsError, milvus_token
 COMMAND_GC_THRESHOLDS = (10_000, 20, 20)
 
 
+INTERRUPTED = "rag-assets: interrupted ({signal})"
+
+
 def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(*COMMAND_GC_THRESHOLDS)
     atexit.register(gc.freeze)
     parser = _parser()
     args = parser.parse_args(argv)
+    # Ctrl-C or SIGTERM: one line (the command's own, saying what was kept), exit 130 or 143, no
+    # traceback (rag_assets/runtime/interrupts.py).
+    with Interrupts() as interrupts:
+        args.interrupts = interrupts
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            name = signal.Signals(interrupts.received() or signal.SIGINT).name
+            print(getattr(args, "interrupted", INTERRUPTED).format(signal=name), file=sys.stderr, flush=True)
+            return interrupts.exit_code()
+
+
+def _run(args) -> int:
     try:  # before anything heavy is imported: a setting that cannot work fails at once
         settings = Settings.from_env()
     except SettingsError as error:
@@ -27,14 +45,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rag-assets: error: {line}", file=sys.stderr)
         return 2
     from rag_assets.core.model_files import ModelNotFoundError
-    from rag_assets.errors import MilvusUnavailable
+    from rag_assets.errors import InstanceUnavailable, MilvusUnavailable
     from rag_assets.sources import SourcesFileError
 
     # Exit 2: nothing was done (a setting, the sources file, Milvus or the model is not usable: one
     # line says which and what to do). Exit 1: a run failed (rag_assets/runtime/ingest.py).
     try:
         return args.handler(args, settings)
-    except (SourcesFileError, ModelNotFoundError, FileNotFoundError, ValueError, MilvusUnavailable) as error:
+    except (
+        SourcesFileError,
+        ModelNotFoundError,
+        FileNotFoundError,
+        ValueError,
+        MilvusUnavailable,
+        InstanceUnavailable,
+    ) as error:
         print(f"rag-assets: error: {error}", file=sys.stderr)
         return 2
 
@@ -58,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare every row of each source with Milvus and fix what differs (implies --force)",
     )
-    ingest.set_defaults(handler=_ingest)
+    ingest.set_defaults(handler=_ingest, interrupted=INGEST_INTERRUPTED)
 
     ui = commands.add_parser(
         "ui", help="open the Dagster UI (dagster dev) on the instance `rag-assets ingest` uses"
@@ -160,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+INGEST_INTERRUPTED = (
+    "rag-assets: interrupted ({signal}); vectors embedded so far are kept in the embedding cache and "
+    "the collection keeps the rows it had; run `rag-assets ingest` again to resume"
+)
+
+
 def _ingest(args, settings: Settings) -> int:
     import contextlib
 
@@ -188,8 +219,10 @@ def _ingest(args, settings: Settings) -> int:
     check_milvus(settings)
     from rag_assets.runtime.ingest import run_ingest
     from rag_assets.runtime.instance import cli_instance
+    from rag_assets.runtime.interrupts import start_log_helpers_in_their_own_process_group
 
     instance = cli_instance(settings)
+    start_log_helpers_in_their_own_process_group()
     if not names:  # only removals: a source taken out of the sources file still has stored data
         from rag_assets.runtime.source_removal import remove_unlisted_sources
 
@@ -208,6 +241,7 @@ def _ingest(args, settings: Settings) -> int:
                 on_reclaimed=_say_reclaimed,
                 on_removed=lambda removed: print(removed.describe(settings.sources_file)),
                 on_warning=lambda line: print(f"rag-assets: warning: {line}", file=sys.stderr),
+                interrupted=lambda: args.interrupts.received() is not None,
             )
     except IngestFailed as failed:
         if failed.summaries:

@@ -34,3 +34,8 @@ class MilvusUnavailable(RuntimeError):
 
 class MilvusLiteBusy(MilvusUnavailable):
     """The Milvus Lite file is open in another process; Lite admits one process per file."""
+
+
+class InstanceUnavailable(RuntimeError):
+    """The Dagster instance cannot be opened (its storage is damaged, locked, or creating it took too
+    long): one line saying what to do."""

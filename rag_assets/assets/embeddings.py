@@ -107,6 +107,32 @@ def embed_source(
     return embedded, hits
 
 
+CACHE_WRITE_EVERY_SECONDS = 2.0
+
+
+class BatchKeeper:
+    """Puts the vectors of each embedded batch into the cache as the step goes (at most every
+    CACHE_WRITE_EVERY_SECONDS, and at `flush`), not only once the whole step is done: a step that is
+    interrupted or killed re-embeds on its next run only what it had not finished. `keys[i]` is the
+    cache key of input i."""
+
+    def __init__(self, cache, keys: list[str]):
+        self.cache, self.keys = cache, keys
+        self.pending: dict[str, np.ndarray] = {}
+        self.written_at = time.monotonic()
+
+    def __call__(self, rows: list[int], vectors: np.ndarray) -> None:
+        self.pending.update((self.keys[i], v) for i, v in zip(rows, vectors))
+        if time.monotonic() - self.written_at >= CACHE_WRITE_EVERY_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.cache.put_many(self.pending)
+            self.pending = {}
+        self.written_at = time.monotonic()
+
+
 def embed_with_cache(
     model, cache, frame: pd.DataFrame, progress: Reporter | None = None
 ) -> tuple[np.ndarray, int]:
@@ -122,10 +148,12 @@ def embed_with_cache(
         progress.advance(len(hashes) - len(missing), reused=True)
     if missing:
         on_batch = (lambda texts, tokens: progress.advance(texts, tokens=tokens)) if progress else None
-        fresh = model.embed(list(missing.values()), on_batch=on_batch)
-        computed = dict(zip(missing, fresh))
-        cache.put_many(computed)
-        known.update(computed)
+        keep = BatchKeeper(cache, list(missing))
+        try:
+            fresh = model.embed(list(missing.values()), on_batch=on_batch, on_vectors=keep)
+        finally:  # an interrupt (Ctrl-C, SIGTERM) or a failure keeps every batch already embedded
+            keep.flush()
+        known.update(zip(missing, fresh))
     if not hashes:
         return np.zeros((0, model.dimension), np.float32), 0
     return np.stack([known[h] for h in hashes]), len(hashes) - len(missing)

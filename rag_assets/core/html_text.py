@@ -109,13 +109,22 @@ class _TextParser(HTMLParser):
             self.parts.append(data)
 
 
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def normalize_url(url: str) -> str:
-    """The URL without its fragment (the same document), with an empty path written as '/'."""
+    """The URL without its fragment (the same document), with an empty path written as '/' and a
+    default port left out (http://h:80/ is http://h/: one origin, one URL)."""
     url, _ = urldefrag(url)
     scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
     if "/" not in rest:
         rest += "/"
-    return f"{scheme.lower()}://{rest}"
+    netloc, slash, path = rest.partition("/")
+    default = DEFAULT_PORTS.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc.removesuffix(default)
+    return f"{scheme}://{netloc}{slash}{path}"
 
 
 def _base_href(soup: BeautifulSoup, url: str) -> str:

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from rag_assets.core.names import portable_name
 from rag_assets.core.pages import (
     DEFAULT_READ_LIMITS,
     Page,
@@ -32,7 +33,10 @@ def iter_folder_pages(
 
     Each page carries its file's `stat_key`. A file for which `unchanged(path, stat_key)` is true is
     not read: it is yielded as a `reused` page with no text (it counts against the limits as before).
-    """
+
+    A name that is not valid UTF-8 is selected and stored in its escaped form (core/names.py), and
+    its page's `url` is the file's own `file:` URL (which keeps the raw bytes); two files whose names
+    are the same once escaped are one path: the first is read, the other counted in `duplicate_skipped`."""
     max_file_bytes, max_pages, max_total_bytes = (
         limits.max_file_bytes,
         limits.max_pages,
@@ -41,10 +45,18 @@ def iter_folder_pages(
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"local source folder {root} does not exist or is not a folder")
+    seen: set[str] = set()
     for path in sorted(_walk(root)):
-        relative = path.relative_to(root).as_posix()
+        raw = path.relative_to(root).as_posix()
+        relative = portable_name(raw)
         if not path_selected(relative, include, exclude):
             continue
+        if relative in seen:
+            stats.skip(
+                "duplicate_skipped", relative, "another file has this name once escaped, the first kept"
+            )
+            continue
+        seen.add(relative)
         try:
             if path.is_symlink() and not path.resolve().is_relative_to(root) or not path.resolve().is_file():
                 stats.unsafe_skipped += 1
@@ -70,6 +82,9 @@ def iter_folder_pages(
             )
             continue
         page = decode_page(relative, data, stats) if data is not None else None
+        if page is not None and relative != raw:
+            stats.escaped(relative)
+            page = replace(page, url=path.as_uri())
         if page is not None:
             yield replace(page, stat=stat)
     if stats.pages_not_read and not stats.limit_hit:

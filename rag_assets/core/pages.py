@@ -68,6 +68,8 @@ class PageStats:
     unsafe_skipped: int = 0
     unreadable_skipped: int = 0  # a file that could not be read (a symlink loop, no permission, gone)
     duplicate_skipped: int = 0  # a path offered twice (a tarball may hold one path twice): the first is kept
+    # pages whose file name is not valid UTF-8, stored with its invalid bytes as %XX (core/names.py)
+    names_escaped: int = 0
     pages_not_read: int = 0  # selected files left unread because a limit was reached
     bytes_read: int = 0  # after decompression: what counts against max_total_bytes
     limit_hit: str = (
@@ -116,6 +118,11 @@ class PageStats:
         """Count one file left out under `counter`, with a note naming it."""
         setattr(self, counter, getattr(self, counter) + 1)
         self.notes.append(f"{path}: {why}")
+
+    def escaped(self, stored: str) -> None:
+        """Count a name that is not valid UTF-8, stored (and selected by the globs) as `stored`."""
+        self.names_escaped += 1
+        self.notes.append(f"{stored}: the name is not valid UTF-8; stored with each invalid byte as %XX")
 
     def skip_too_large(self, path: str, size: int, limit: int) -> None:
         self.too_large_skipped += 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_assets.core.hashing import content_hash
+from rag_assets.core.names import portable_name
 from rag_assets.core.pages import path_selected
 
 MISSING_FOLDER = "missing"
@@ -34,7 +35,7 @@ def folder_fingerprint(root: Path, include: tuple[str, ...], exclude: tuple[str,
         dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(folder, d)))
         for name in files:
             path = Path(folder, name)
-            relative = path.relative_to(root).as_posix()
+            relative = portable_name(path.relative_to(root).as_posix())  # as raw_pages names it
             if path_selected(relative, include, exclude):
                 try:
                     stat = path.stat()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from os import PathLike
 from typing import IO
 
+from rag_assets.core.names import is_portable, portable_name
 from rag_assets.core.pages import (
     DEFAULT_READ_LIMITS,
     Page,
@@ -69,12 +70,13 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
 
 def archive_path(member_name: str) -> str | None:
-    """The path inside the repository: the archive's top folder stripped; None if unsafe or a folder."""
+    """The path inside the repository: the archive's top folder stripped, a name that is not valid
+    UTF-8 escaped (core/names.py); None if unsafe or a folder."""
     parts = member_name.replace("\\", "/").split("/")
     if member_name.startswith("/") or ".." in parts:
         return None
     inner = [p for p in parts[1:] if p not in ("", ".")]
-    return "/".join(inner) or None
+    return portable_name("/".join(inner)) or None
 
 
 def iter_tar_pages(
@@ -154,7 +156,10 @@ def _member_page(archive, member, include, exclude, stats, max_file_bytes, max_p
         stats.skip_too_large(path, member.size, max_file_bytes)
         return None
     data = archive.extractfile(member).read(max_file_bytes + 1)
-    return decode_page(path, data, stats)
+    page = decode_page(path, data, stats)
+    if page is not None and not is_portable(member.name):
+        stats.escaped(path)
+    return page
 
 
 def tarball_files(tarball_path: str | PathLike[str]) -> dict[str, bytes | str]:

@@ -159,9 +159,16 @@ class Embedder:
         limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
         return Chunker(self.tokenizer, limit, overlap_tokens)
 
-    def embed(self, texts: list[str], on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def embed(
+        self,
+        texts: list[str],
+        on_batch: Callable[[int, int], None] | None = None,
+        on_vectors: Callable[[list[int], np.ndarray], None] | None = None,
+    ) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, in input order. `on_batch(texts, tokens)` is
-        called after each forward batch (progress)."""
+        called after each forward batch (progress); `on_vectors(rows, vectors)` too, with the batch's
+        input positions and their vectors, so a caller can keep them before the whole call returns
+        (an interrupted step then loses at most the batch under way)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         started = time.perf_counter()
@@ -179,6 +186,8 @@ class Embedder:
                 if number + 1 < len(batches):
                     pending = tokenizing.submit(self._features, [texts[i] for i in batches[number + 1]])
                 vectors[batch] = self._forward_with_halving(batch, texts, features)
+                if on_vectors:
+                    on_vectors(batch, vectors[batch])
                 if on_batch:
                     on_batch(len(batch), sum(lengths[i] for i in batch))
                 if number % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:

@@ -109,6 +109,7 @@ def run_ingest(
     on_warning: Callable[[str], None] | None = None,
     resources: Mapping[str, Any] | None = None,
     reconcile: bool = False,
+    interrupted: Callable[[], bool] | None = None,
 ) -> list[SourceSummary]:
     """Register the sources as partitions, then materialize the four assets, one run per contiguous range.
 
@@ -120,9 +121,11 @@ def run_ingest(
     one, runs of this host whose process died are failed and their pool slots freed
     (rag_assets/runtime/reclaim.py), so a run killed while holding the `gpu` slot cannot block this one.
     Then sources no longer in the sources file are removed, as the sources sensor would
-    (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key.
-    `reconcile` compares every row of each source with Milvus instead of sending only the
-    recorded changes (milvus_collection's `reconcile` config).
+    (rag_assets/runtime/source_removal.py). `resources` replace the definitions' resources by key
+    (see build_definitions). `reconcile` compares every row of each source with Milvus instead of
+    sending only the recorded changes (milvus_collection's `reconcile` config).
+    When `interrupted()` says so after a run (Ctrl-C or SIGTERM reached the process: Dagster failed
+    the step under way), KeyboardInterrupt is raised instead of starting the next run.
     """
     for reclaimed in reclaim_dead_runs(instance):
         if on_reclaimed:
@@ -150,6 +153,8 @@ def run_ingest(
             tags=tags,
             raise_on_error=False,
         )
+        if interrupted and interrupted():
+            raise KeyboardInterrupt
         for message in run_warnings(instance, result.run_id):
             if on_warning:
                 on_warning(message)

@@ -426,15 +426,23 @@ def _write_tree(node: dict[str, Any], prefix: str, entries: list[dict[str, Any]]
         if isinstance(child, dict):
             sha = _write_tree(child, f"{prefix}{name}/", entries)
             entries.append({"path": prefix + name, "mode": "040000", "type": "tree", "sha": sha})
-            records.append((name + "/", b"40000 " + name.encode(), sha))  # git sorts folders as "name/"
+            records.append((name + "/", b"40000 " + _raw(name), sha))  # git sorts folders as "name/"
         else:
             sha = _blob_sha(child)
             entries.append(
                 {"path": prefix + name, "mode": "100644", "type": "blob", "sha": sha, "size": len(child)}
             )
-            records.append((name, b"100644 " + name.encode(), sha))
-    body = b"".join(head + b"\0" + bytes.fromhex(sha) for _, head, sha in sorted(records))
+            records.append((name, b"100644 " + _raw(name), sha))
+    body = b"".join(
+        head + b"\0" + bytes.fromhex(sha) for _, head, sha in sorted(records, key=lambda r: _raw(r[0]))
+    )
     return hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()
+
+
+def _raw(name: str) -> bytes:
+    """A name's bytes as git stores them: a name read from an archive keeps bytes that are not UTF-8
+    as surrogates (surrogateescape), as `os.walk` and `tarfile` give them."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _build_archive(

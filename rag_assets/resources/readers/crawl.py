@@ -8,10 +8,10 @@ Incremental: every URL is fetched with the ETag / Last-Modified the previous cra
 the shared retry policy; a page that still fails transiently fails the crawl (so the source's
 stored rows stay), while a page that is gone (404, 410) is dropped.
 In scope: redirects are followed hop by hop and every request (pages, hops, robots.txt, sitemaps)
-must go to the source's own hosts (core/web_scope.py), pages under `url_prefix`; what is not is
-skipped and counted, never requested, never cached. Timed: each page has a total deadline and the
-crawl an overall one (`limits`); one page's failure (a redirect loop, an unknown charset, markup
-too deep to parse) is counted and the crawl goes on.
+must go to the source's own origins (scheme, host and port: core/web_scope.py), pages under
+`url_prefix`; what is not is skipped and counted, never requested, never cached. Timed: each page
+has a total deadline and the crawl an overall one (`limits`); one page's failure (a redirect loop,
+an unknown charset, markup too deep to parse) is counted and the crawl goes on.
 Bounded: bodies are streamed and a page over `limits.max_file_bytes` is dropped once that many
 bytes arrived (counted as `too_large_skipped`); the crawl stops at `max_pages` (the smaller of the web
 source's own and `limits.max_pages`) or once `limits.max_total_bytes` were downloaded.
