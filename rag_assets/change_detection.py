@@ -179,7 +179,8 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
     for source in sources:
         if source.kind == "local":
             selected = lambda p, s=source: path_selected(p, s.include, s.exclude)  # noqa: E731
-            content = folder_digest(source.path, selected, _known_pages(settings, source.name))
+            known = _known_pages(settings, source.name)
+            content = None if known is None else folder_digest(source.path, selected, known)
         elif source.kind == "github":
             content = _github_commit(source)
         else:
@@ -196,9 +197,10 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
     return found
 
 
-def _known_pages(settings, source: str) -> dict[str, KnownPage]:
-    """What the source's store recorded of each page (empty when it has no store, or one that cannot
-    be read: the digest then reads every file)."""
+def _known_pages(settings, source: str) -> dict[str, KnownPage] | None:
+    """What the source's store recorded of each page (empty when it has no store: the digest then
+    reads every file); None when its store cannot be read: the source must run, and raw_pages
+    rebuilds the store."""
     import sqlite3
 
     path = ArtifactStore(settings.artifacts_dir).source_store_path(source)
@@ -211,7 +213,7 @@ def _known_pages(settings, source: str) -> dict[str, KnownPage]:
         finally:
             db.close()
     except sqlite3.Error:
-        return {}
+        return None
     return {p: KnownPage(h, stat, version) for p, h, stat, version in rows}
 
 

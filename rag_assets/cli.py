@@ -428,8 +428,14 @@ def _prune_cache(args, settings: Settings) -> int:
     keep = set()
     artifacts = ArtifactStore(settings.artifacts_dir)
     for source in sorted(artifacts.sources(SOURCE_STORE_ASSETS[0])):
-        store, _ = artifacts.open_source(source)
+        store, moved = artifacts.open_source(source)
         with store:
+            if moved:  # what the damaged store's chunks used is unknown until a run rebuilds it
+                print(
+                    f"{source}: its store could not be read, moved to {moved}; nothing pruned: "
+                    "run `rag-assets ingest`, then prune again"
+                )
+                return 0
             keep.update(c["content_hash"] for batch in store.iter_chunks(("content_hash",)) for c in batch)
     cache = resource.open_cache()
     try:

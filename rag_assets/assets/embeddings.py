@@ -47,6 +47,8 @@ def embeddings(
     """
     model = embedder.get()
     cache = embedder.open_cache()
+    if cache.repaired:
+        context.log.warning(f"embedding cache {cache.path} could not be read: moved to {cache.repaired}")
     progress = Reporter("embeddings", "chunks", log=context.log.info)
     try:
         for key in context.partition_keys:
