@@ -277,7 +277,7 @@ def _search(args, settings: Settings) -> int:
         # The alias may still serve the previous model while EMBEDDING_MODEL's collection is built:
         # queries are embedded by the model of the collection they search.
         embedder = served_embedder(store, settings)
-        vectors = embedder.embed(queries)
+        vectors = embedder.embed_queries(queries)
         results = [store.search(v, limit=args.k, source=args.source) for v in vectors]
     finally:
         store.close()
@@ -291,15 +291,20 @@ def _search(args, settings: Settings) -> int:
 
 
 def served_embedder(store, settings: Settings):
-    """The embedder of the model whose vectors `store`'s name resolves to (recorded on the collection);
-    EMBEDDING_MODEL for a collection that records none."""
+    """The embedder of the model whose vectors `store`'s name resolves to, with the prompts and backend
+    that made them (recorded on the collection); EMBEDDING_MODEL and the settings' prompts for a
+    collection that records none."""
     from rag_assets.resources.embedder import Embedder
 
     model, identity = store.recorded_model()
+    recorded = store.recorded_spec()
     embedder = Embedder(
         model or settings.embedding_model,
         device=settings.embedding_device,
         precision=settings.embedding_precision,
+        query_prompt=recorded.get("query_prompt", settings.query_prompt),
+        document_prompt=recorded.get("document_prompt", settings.document_prompt),
+        backend=recorded.get("backend", settings.embedding_backend),
     )
     if identity and embedder.identity != identity:
         raise ValueError(
@@ -383,6 +388,9 @@ def _prune_cache(args, settings: Settings) -> int:
         device=settings.embedding_device,
         precision=settings.embedding_precision,
         cache_dir=str(settings.cache_dir),
+        query_prompt=settings.query_prompt,
+        document_prompt=settings.document_prompt,
+        backend=settings.embedding_backend,
     )
     keep = set()
     for path in ArtifactStore(settings.artifacts_dir).paths("chunks"):

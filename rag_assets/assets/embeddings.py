@@ -100,7 +100,7 @@ def embed_with_cache(
         progress.advance(len(hashes) - len(missing), reused=True)
     if missing:
         on_batch = (lambda texts, tokens: progress.advance(texts, tokens=tokens)) if progress else None
-        fresh = model.embed(list(missing.values()), on_batch=on_batch)
+        fresh = model.embed_documents(list(missing.values()), on_batch=on_batch)
         computed = dict(zip(missing, fresh))
         cache.put_many(computed)
         known.update(computed)

@@ -21,7 +21,6 @@ from rag_assets.resources.milvus import (
     MilvusResource,
     MilvusStore,
     SyncResult,
-    model_properties,
 )
 
 LOGGED_SKIPS = 20  # rows left out that are named one by one in the log, per source
@@ -37,7 +36,7 @@ class MilvusIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
         store = self.milvus.open()
         identity = self.milvus.model_identity
-        properties = model_properties(self.milvus.model, identity) if identity else None
+        properties = self.milvus.collection_properties()
         progress = Reporter("milvus_collection", "rows written", log=context.log.info)
         try:
             for source, rows in obj.items():

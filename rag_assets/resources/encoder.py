@@ -5,8 +5,10 @@ Importing sentence-transformers costs about 1.2 s more than transformers on this
 imports scikit-learn and SciPy): a tenth of a small update as a command. Most embedding models, the
 bundled MiniLM among them, are this layout: the same AutoModel, the same fast tokenizer with the
 same truncation and right padding, mean pooling summed in fp32 and cast back as sentence-transformers
-does, and its Normalize in the model's dtype (a test compares both at fp32 and bf16). A model of any
-other layout (CLS or max pooling, Dense layers, prompts, module options) loads SentenceTransformer.
+does, and its Normalize in the model's dtype (a test compares both at fp32 and bf16). Prompts are put
+before the texts as sentence-transformers does (`prompt + text`), by the embedder. A model of any
+other layout (CLS or max pooling, Dense layers, pooling that leaves the prompt out, module options)
+loads SentenceTransformer.
 
 Imported only when a model is loaded: it imports torch.
 """
@@ -43,13 +45,25 @@ def is_plain(model_dir: Path) -> bool:
         k not in PLAIN_MODULE_CONFIG or PLAIN_MODULE_CONFIG[k] != v for k, v in options.items()
     ):
         return False
-    return not st_config.get("prompts") and not st_config.get("default_prompt_name")
+    return _known_st_config(st_config)
+
+
+def _known_st_config(st_config: dict) -> bool:
+    """Prompts are put before the texts by the embedder, and similarity_fn_name is read by it: a model
+    with only these computes like one without them (modality or task configs route elsewhere)."""
+    known = {"__version__", "prompts", "default_prompt_name", "similarity_fn_name", "model_type"}
+    return (
+        set(st_config) <= known
+        and st_config.get("model_type", "SentenceTransformer") == "SentenceTransformer"
+    )
 
 
 def _mean_pooling(folder: Path) -> bool:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
+        return False
+    if config.get("include_prompt", True) is not True:  # prompt tokens left out of the mean
         return False
     modes = {k for k, on in config.items() if k.startswith("pooling_mode_") and on is True}
     extra = (
