@@ -305,6 +305,7 @@ def served_embedder(store, settings: Settings):
         query_prompt=recorded.get("query_prompt", settings.query_prompt),
         document_prompt=recorded.get("document_prompt", settings.document_prompt),
         backend=recorded.get("backend", settings.embedding_backend),
+        exports_dir=settings.cache_dir / "exports",
     )
     if identity and embedder.identity != identity:
         raise ValueError(

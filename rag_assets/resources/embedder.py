@@ -69,6 +69,7 @@ class Embedder:
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         backend: str = DEFAULT_BACKEND,
+        exports_dir: Path | str | None = None,
     ):
         self.model_name = model
         self.model_dir = resolve_model_dir(model)
@@ -78,6 +79,8 @@ class Embedder:
         # EMBEDDING_QUERY_PROMPT / EMBEDDING_DOCUMENT_PROMPT; None: the model's own (`spec`).
         self.prompt_overrides = {"query_prompt": query_prompt, "document_prompt": document_prompt}
         self.backend = backend
+        # Where the backends' exports of the weights are kept (the data directory's cache/exports).
+        self.exports_dir = Path(exports_dir) if exports_dir else None
         self.stats = EmbedStats()
         self._model = None
 
@@ -101,6 +104,8 @@ class Embedder:
             raise ValueError(
                 f"EMBEDDING_PRECISION={self.requested_precision!r}: expected one of {', '.join(PRECISIONS)}"
             )
+        if self.backend != DEFAULT_BACKEND:
+            return "fp32"  # the exports compute in fp32 (onnx-int8: int8 weights, named by the backend)
         if self.requested_precision != "auto":
             return self.requested_precision
         if self.device.startswith("cuda"):
@@ -138,6 +143,11 @@ class Embedder:
         backend where they differ from the plain default: two never share a cache or a collection."""
         return model_identity(self.model_name, self.model_dir, **self.prompt_overrides, backend=self.backend)
 
+    @cached_property
+    def weights_identity(self) -> str:
+        """The model's name and weights alone (no prompt, no backend): what an export is made from."""
+        return model_identity(self.model_name, self.model_dir, query_prompt="", document_prompt="")
+
     @property
     def vectors_identity(self) -> str:
         """The model and the precision path: what decides the vectors, so the embedding cache's key.
@@ -159,7 +169,18 @@ class Embedder:
             from rag_assets.resources.encoder import PlainEncoder, is_plain
 
             if self.backend != DEFAULT_BACKEND:
-                raise NotImplementedError(f"EMBEDDING_BACKEND={self.backend!r}: not implemented yet")
+                from rag_assets.resources.backends import backend_encoder
+
+                if self.exports_dir is None:
+                    raise ValueError(f"EMBEDDING_BACKEND={self.backend!r}: the embedder needs an exports_dir")
+
+                self._model = backend_encoder(
+                    self.backend,
+                    self.model_dir,
+                    self.max_seq_length,
+                    self.exports_dir / self.weights_identity,
+                )
+                return self._model
 
             if is_plain(self.model_dir):
                 self._model = self._prepared(PlainEncoder(self.model_dir, self.max_seq_length, self.device))
@@ -392,6 +413,7 @@ class EmbedderResource(dg.ConfigurableResource):
                 query_prompt=self.query_prompt,
                 document_prompt=self.document_prompt,
                 backend=self.backend,
+                exports_dir=Path(self.cache_dir) / "exports",
             )
         return self._embedder
 

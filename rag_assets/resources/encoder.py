@@ -82,9 +82,14 @@ class PlainEncoder(torch.nn.Module):
         from transformers import AutoModel
 
         super().__init__()
+        self.network = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device)
+        self._setup_tokenizer(model_dir, max_seq_length)
+
+    def _setup_tokenizer(self, model_dir: Path, max_seq_length: int) -> None:
+        """The fast tokenizer as sentence-transformers sets it up (truncation, right padding), and
+        whether the model ends in Normalize."""
         modules = json.loads((model_dir / "modules.json").read_text())
         self.normalize = len(modules) == 3
-        self.network = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.pad_token_id = _pad_token_id(model_dir, self.tokenizer)
         self.tokenizer.enable_truncation(max_seq_length)
@@ -102,13 +107,17 @@ class PlainEncoder(torch.nn.Module):
 
     def forward(self, features: dict) -> dict:
         tokens = self.network(**features, return_dict=True)[0]
-        mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        return {**features, "sentence_embedding": self.pool(tokens, features["attention_mask"])}
+
+    def pool(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the unmasked tokens (summed in fp32, cast back), then Normalize if the model has it."""
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         wide = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
         total = (tokens * mask).sum(dim=1, dtype=wide)
         pooled = (total / torch.clamp(mask.sum(dim=1, dtype=wide), min=1e-9)).to(tokens.dtype)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-        return {**features, "sentence_embedding": pooled}
+        return pooled
 
 
 def _pad_token_id(model_dir: Path, tokenizer: Tokenizer) -> int:
