@@ -14,8 +14,10 @@ refused in one line. Imported only when such a backend is used: it imports torch
 """
 
 import json
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +97,9 @@ def _export_onnx(model_dir: Path, path: Path) -> None:
             return self.network(**dict(zip(names, inputs)), return_dict=True)[0]
 
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    with torch.inference_mode():
+    # The tracer warns of Python branches it fixes at trace time (masks, padding): shapes stay dynamic.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             LastHidden(),
             tuple(sample[name] for name in names),
@@ -111,7 +115,15 @@ def _export_onnx(model_dir: Path, path: Path) -> None:
 def _quantize_int8(onnx_path: Path, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    # It advises, on the root logger, an optional pre-processing pass (not tried here): not a line for
+    # the user of a command.
+    root = logging.getLogger()
+    advice = logging.Filter("advice")  # passes only records of a logger named "advice": none
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.removeFilter(advice)
 
 
 def _save_openvino(onnx_path: Path, xml: Path) -> None:
