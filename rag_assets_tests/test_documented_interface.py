@@ -272,6 +272,27 @@ def test_prompt_variables_make_their_own_collection_and_search_embeds_with_the_s
     assert '"path": "configuration.md"' in search.stdout
 
 
+def test_embedding_backend_builds_its_collection_from_an_export_in_the_data_directory(project):
+    """`EMBEDDING_BACKEND=onnx-int8 rag-assets ingest`, then search and list with the same variable: the
+    int8 export is made once under RAG_DATA_DIR, the backend is recorded on a collection of its own."""
+    write_local_sources(project / "sources.yaml")
+
+    ingest = rag_assets("ingest", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+    exports = sorted((project / ".rag_assets" / "cache" / "exports").rglob("*.onnx"))
+    made = {path: path.stat().st_mtime_ns for path in exports}
+    again = rag_assets("ingest", "--force", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+    search = rag_assets("search", "which variable points at the Milvus server?", "--json", cwd=project)
+    listing = rag_assets("collections", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+
+    assert ingest.returncode == 0 and again.returncode == 0, ingest.stderr + again.stderr
+    assert [p.name for p in exports] == ["model.onnx", "model_int8.onnx"]
+    assert {path: path.stat().st_mtime_ns for path in exports} == made  # the second run read them
+    assert search.returncode == 0 and '"path": "configuration.md"' in search.stdout, search.stderr
+    served = [line for line in listing.stdout.splitlines() if line.startswith("*+")]
+    assert len(served) == 1 and "rag_chunks__all_minilm_l6_v2_" in served[0]
+    assert "a683a6d1843b7e38" not in served[0]  # not torch's collection: the backend is in the identity
+
+
 def test_a_backend_whose_extra_is_missing_is_one_line_naming_the_extra(project):
     """`EMBEDDING_BACKEND=onnx-int8 rag-assets ingest` where the `[onnx]` extra is not installed (hidden
     from this interpreter: the test environment has it), and the same for `openvino`."""
