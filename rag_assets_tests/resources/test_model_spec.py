@@ -177,14 +177,19 @@ def test_ingest_stores_documents_and_search_and_evaluation_embed_queries_with_th
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("similarity", "metric", "normalize"),
-    [(None, "COSINE", True), ("cosine", "COSINE", False), ("dot", "IP", False), ("euclidean", "L2", False)],
+    ("similarity", "metric", "normalize", "prompts"),
+    [
+        (None, "COSINE", True, {}),  # neither prompts nor a similarity: cosine, as before
+        ("cosine", "COSINE", False, NOMIC),
+        ("dot", "IP", False, {}),
+        ("euclidean", "L2", False, NOMIC),
+    ],
 )
 def test_the_collection_compares_vectors_with_the_models_similarity(
-    similarity, metric, normalize, tmp_path, settings, instance, docs_folder, monkeypatch
+    similarity, metric, normalize, prompts, tmp_path, settings, instance, docs_folder, monkeypatch
 ):
     model = tiny_model(
-        tmp_path / f"tiny-{similarity}", prompts=NOMIC, similarity_fn_name=similarity, normalize=normalize
+        tmp_path / f"tiny-{similarity}", prompts=prompts, similarity_fn_name=similarity, normalize=normalize
     )
     settings = ingest_with({"EMBEDDING_MODEL": str(model)}, monkeypatch, docs_folder, instance)
     reference = sentence_transformer(model)
