@@ -175,6 +175,13 @@ def current_fingerprints(settings, sources: list) -> dict[str, str | None]:
         "eval": [settings.eval_k, settings.min_recall, settings.eval_blocking],
         "instance": str(settings.dagster_home or settings.data_dir),
     }
+    # Set only when set: a fingerprint recorded before these settings existed stays valid without them.
+    vectors = {
+        "query_prompt": settings.query_prompt,
+        "document_prompt": settings.document_prompt,
+        "backend": settings.embedding_backend if settings.embedding_backend != "torch" else None,
+    }
+    common.update({key: value for key, value in vectors.items() if value is not None})
     found = {}
     for source in sources:
         if source.kind == "local":

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from rag_assets.core.backends import BACKENDS
 from rag_assets.runtime.interrupts import Interrupts
 from rag_assets.settings import Settings, SettingsError, milvus_token
 
@@ -179,6 +180,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--fp32-reference", action="store_true", help="also time fp32 bare encode and report cosine agreement"
     )
+    bench.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="EMBEDDING_BACKEND of the pipeline stages (default torch)",
+    )
+    bench.add_argument(
+        "--backends",
+        default="",
+        help="comma-separated backends (torch, onnx, onnx-int8, openvino) to compare on the pipeline's "
+        "chunks: tokens/s, cosine with fp32 torch, recall of the heading queries",
+    )
     bench.add_argument("--workdir", type=Path, help="where to keep the run's data (default: a temp dir)")
     bench.add_argument("--out", type=Path, help="write the report as JSON here")
     bench.set_defaults(handler=_bench)
@@ -320,7 +333,7 @@ def _search(args, settings: Settings) -> int:
         # The alias may still serve the previous model while EMBEDDING_MODEL's collection is built:
         # queries are embedded by the model of the collection they search.
         embedder = served_embedder(store, settings)
-        vectors = embedder.embed(queries)
+        vectors = embedder.embed_queries(queries)
         results = [store.search(v, limit=args.k, source=args.source) for v in vectors]
     finally:
         store.close()
@@ -334,15 +347,21 @@ def _search(args, settings: Settings) -> int:
 
 
 def served_embedder(store, settings: Settings):
-    """The embedder of the model whose vectors `store`'s name resolves to (recorded on the collection);
-    EMBEDDING_MODEL for a collection that records none."""
+    """The embedder of the model whose vectors `store`'s name resolves to, with the prompts and backend
+    that made them (recorded on the collection); EMBEDDING_MODEL and the settings' prompts for a
+    collection that records none."""
     from rag_assets.resources.embedder import Embedder
 
     model, identity = store.recorded_model()
+    recorded = store.recorded_spec()
     embedder = Embedder(
         model or settings.embedding_model,
         device=settings.embedding_device,
         precision=settings.embedding_precision,
+        query_prompt=recorded.get("query_prompt", settings.query_prompt),
+        document_prompt=recorded.get("document_prompt", settings.document_prompt),
+        backend=recorded.get("backend", settings.embedding_backend),
+        exports_dir=settings.cache_dir / "exports",
     )
     if identity and embedder.identity != identity:
         raise ValueError(
@@ -424,6 +443,9 @@ def _prune_cache(args, settings: Settings) -> int:
         device=settings.embedding_device,
         precision=settings.embedding_precision,
         cache_dir=str(settings.cache_dir),
+        query_prompt=settings.query_prompt,
+        document_prompt=settings.document_prompt,
+        backend=settings.embedding_backend,
     )
     keep = set()
     artifacts = ArtifactStore(settings.artifacts_dir)
@@ -466,9 +488,11 @@ def _bench(args, settings: Settings) -> int:
         device=args.device,
         precision=args.precision,
         model=args.model or settings.embedding_model,
-        stages=tuple(args.stages.split(",")),
+        stages=tuple(s for s in args.stages.split(",") if s),
         fp32_reference=args.fp32_reference,
         workdir=args.workdir,
+        backend=args.backend,
+        backends=_backends(args.backends),
     )
     report = run_bench(options, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(report))
@@ -489,6 +513,20 @@ def _bench_scale(args) -> int:
     if args.out:
         args.out.write_text(json.dumps(as_json(rows), indent=2))
     return 0
+
+
+def _backends(raw: str) -> tuple[str, ...]:
+    """--backends: known names, each with its extra installed; else one line saying which is not."""
+    from rag_assets.core.backends import missing_extra
+
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if name not in BACKENDS:
+            raise ValueError(f"--backends: {name!r} is not one of {', '.join(BACKENDS)}")
+        missing = missing_extra(name)
+        if missing:
+            raise ValueError(f"--backends: {name} {missing}")
+    return names
 
 
 def _print_hits(query: str, hits: list[dict]) -> None:

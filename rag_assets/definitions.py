@@ -50,6 +50,9 @@ def build_resources(settings: Settings) -> dict:
             device=settings.embedding_device,
             precision=settings.embedding_precision,
             cache_dir=str(settings.cache_dir),
+            query_prompt=settings.query_prompt,
+            document_prompt=settings.document_prompt,
+            backend=settings.embedding_backend,
         ),
         "milvus": milvus,
         "evaluation": EvaluationResource(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rag_assets.core.backends import BACKENDS
+
 DEFAULT_DATA_DIR = ".rag_assets"
 DEFAULT_SOURCES_FILE = "sources.yaml"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -28,6 +30,7 @@ MILVUS_URI_ENV = "MILVUS_URI"
 MILVUS_TOKEN_ENV = "MILVUS_TOKEN"
 # EMBEDDING_PRECISION: `bf16`/`fp16` cast the weights, `-autocast` runs fp32 weights under autocast.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "bf16-autocast", "fp16-autocast")
+MAX_PROMPT_CHARS = 1000
 MILVUS_SCHEMES = ("http", "https", "tcp")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # Milvus: a letter or _, then letters, digits and _; the model's collection adds ~50 characters.
@@ -58,6 +61,10 @@ class Settings:
     embedding_device: str
     embedding_precision: str
     poll_interval_seconds: int
+    # EMBEDDING_QUERY_PROMPT / EMBEDDING_DOCUMENT_PROMPT: None (unset or empty) means the model's own.
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    embedding_backend: str = BACKENDS[0]
     eval_k: int = DEFAULT_EVAL_K
     min_recall: float = DEFAULT_MIN_RECALL
     eval_blocking: bool = True
@@ -97,6 +104,13 @@ class Settings:
             "embedding_device": take(_device, env.get("EMBEDDING_DEVICE") or "auto"),
             "embedding_precision": take(
                 _choice, "EMBEDDING_PRECISION", env.get("EMBEDDING_PRECISION"), PRECISIONS
+            ),
+            "query_prompt": take(_prompt, "EMBEDDING_QUERY_PROMPT", env.get("EMBEDDING_QUERY_PROMPT")),
+            "document_prompt": take(
+                _prompt, "EMBEDDING_DOCUMENT_PROMPT", env.get("EMBEDDING_DOCUMENT_PROMPT")
+            ),
+            "embedding_backend": take(
+                _choice, "EMBEDDING_BACKEND", (env.get("EMBEDDING_BACKEND") or "").strip().lower(), BACKENDS
             ),
             "poll_interval_seconds": take(
                 _number,
@@ -162,10 +176,12 @@ class Settings:
         from rag_assets.core.model_files import ModelNotFoundError, resolve_model_dir
 
         try:
-            resolve_model_dir(self.embedding_model)
+            model_dir = resolve_model_dir(self.embedding_model)
         except ModelNotFoundError as error:
             raise SettingsError(str(error)) from None
         check_device(self.embedding_device)
+        check_model_spec(self.embedding_model, model_dir)
+        check_backend(self.embedding_backend)
 
     @property
     def is_milvus_lite(self) -> bool:
@@ -263,6 +279,25 @@ def hide_lite_uri_from_pymilvus() -> None:
         os.environ[MILVUS_URI_ENV] = value
 
 
+def check_model_spec(model: str, model_dir: Path) -> None:
+    """The model's similarity function has a Milvus metric (cosine, dot, euclidean)."""
+    from rag_assets.core.model_files import UnsupportedModelError, vector_spec
+
+    try:
+        vector_spec(model_dir)
+    except UnsupportedModelError as error:
+        raise SettingsError(f"EMBEDDING_MODEL={model!r}: {str(error).partition(': ')[2]}") from None
+
+
+def check_backend(backend: str) -> None:
+    """The extra EMBEDDING_BACKEND needs is installed: one line naming it when it is not."""
+    from rag_assets.core.backends import missing_extra
+
+    missing = missing_extra(backend)
+    if missing:
+        raise SettingsError(f"EMBEDDING_BACKEND={backend!r}: {missing}")
+
+
 def check_device(device: str) -> None:
     """EMBEDDING_DEVICE=cuda / cuda:N names a CUDA device this machine has (imports torch only then)."""
     if not device.startswith("cuda"):
@@ -302,6 +337,19 @@ def _collection(raw: str) -> str:
 def _device(raw: str) -> str:
     if not _DEVICE.fullmatch(raw):
         raise SettingsError(f"EMBEDDING_DEVICE={raw!r}: expected auto, cpu, cuda or cuda:N")
+    return raw
+
+
+def _prompt(name: str, raw: str | None) -> str | None:
+    """A prompt put before every text as it is (spaces kept); unset or empty: None, the model's own."""
+    if not raw:
+        return None
+    if len(raw) > MAX_PROMPT_CHARS:
+        raise SettingsError(f"{name}=({len(raw)} characters): expected at most {MAX_PROMPT_CHARS} characters")
+    if any(ord(c) < 32 and c not in "\t\n" for c in raw):
+        raise SettingsError(
+            f"{name}={raw!r}: expected text without control characters (tabs and newlines allowed)"
+        )
     return raw
 
 

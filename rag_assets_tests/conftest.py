@@ -86,7 +86,15 @@ def warm(loaded_embedders, shared_cache_dir):
         resource = build_resources(settings)["embedder"].model_copy(
             update={"cache_dir": str(shared_cache_dir)}
         )
-        key = (resource.model, resource.device, resource.precision, resource.batch_tokens)
+        key = (
+            resource.model,
+            resource.device,
+            resource.precision,
+            resource.batch_tokens,
+            resource.query_prompt,
+            resource.document_prompt,
+            resource.backend,
+        )
         if key not in loaded_embedders:
             loaded_embedders[key] = resource.get()
         resource._embedder = loaded_embedders[key]

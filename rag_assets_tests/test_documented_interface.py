@@ -30,6 +30,7 @@ DOCUMENTED = (
     "EMBEDDING_DEVICE", "EMBEDDING_PRECISION", "GITHUB_TOKEN", "RAG_POLL_INTERVAL_SECONDS",
     "RAG_RETRY_ATTEMPTS", "RAG_RETRY_BASE_SECONDS", "RAG_RETRY_MAX_WAIT_SECONDS", "DAGSTER_CELERY_BROKER_URL",
     "DAGSTER_CELERY_BACKEND_URL", "DAGSTER_HOME", "RAG_EVAL_K", "RAG_MIN_RECALL", "RAG_EVAL_BLOCKING",
+    "EMBEDDING_QUERY_PROMPT", "EMBEDDING_DOCUMENT_PROMPT", "EMBEDDING_BACKEND",
 )  # fmt: skip
 TIMEOUT_S = 600
 
@@ -72,6 +73,9 @@ BAD_SETTINGS = [
         "MILVUS_COLLECTION": ("my-docs", "'my-docs': expected a letter or _ then letters"),
         "EMBEDDING_DEVICE": ("gpu", "'gpu': expected auto, cpu, cuda or cuda:N"),
         "EMBEDDING_PRECISION": ("fp8", "'fp8': expected one of auto, fp32, bf16, fp16"),
+        "EMBEDDING_QUERY_PROMPT": ("query:\x07", "'query:\\x07': expected text without control characters"),
+        "EMBEDDING_DOCUMENT_PROMPT": ("p" * 1001, "(1001 characters): expected at most 1000 characters"),
+        "EMBEDDING_BACKEND": ("tpu", "'tpu': expected one of torch, onnx, onnx-int8, openvino"),
         "RAG_POLL_INTERVAL_SECONDS": ("0", "'0': expected a whole number of at least 1"),
         "RAG_EVAL_K": ("0", "'0': expected a whole number of at least 1"),
         "RAG_MIN_RECALL": ("2", "'2': expected a number between 0 and 1"),
@@ -233,6 +237,83 @@ def test_the_readme_variables_drive_every_command_and_the_dagster_processes(proj
     meta = {k: v.value for k, v in embedded.asset_materialization.metadata.items()}
     assert (meta["device"], meta["precision"]) == ("cpu", "fp32")
     assert len(written) == 2 and written[0].asset_materialization.metadata["rows_unchanged"].value == 18
+
+
+def test_prompt_variables_make_their_own_collection_and_search_embeds_with_the_served_ones(project):
+    """`EMBEDDING_QUERY_PROMPT=... EMBEDDING_DOCUMENT_PROMPT=... rag-assets ingest`, then search: the
+    prompts are recorded on a collection of their own, and a search without the variables still
+    embeds its question with the prompt of the collection it searches."""
+    write_local_sources(project / "sources.yaml")
+    prompts = {"EMBEDDING_QUERY_PROMPT": "query: ", "EMBEDDING_DOCUMENT_PROMPT": "passage: "}
+    plain = {"EMBEDDING_PRECISION": "fp32", "RAG_DATA_DIR": "./plain"}
+
+    first = rag_assets("ingest", cwd=project, **plain)
+    prompted = rag_assets("ingest", cwd=project, EMBEDDING_PRECISION="fp32", **prompts)
+    search = rag_assets("search", "which variable points at the Milvus server?", "--json", cwd=project)
+
+    assert first.returncode == 0 and prompted.returncode == 0, first.stderr + prompted.stderr
+    names = [
+        line.partition("-> ")[2].strip()
+        for output in (first.stdout, prompted.stdout)
+        for line in output.splitlines()
+        if line.startswith("serving")
+    ]
+    assert len(names) == 2 and names[0] != names[1] and names[0].startswith("rag_chunks__all_minilm_l6_v2_")
+    store = MilvusStore(str(project / ".rag_assets" / "milvus.db"), "rag_chunks")
+    try:
+        properties = store.client.describe_collection("rag_chunks")["properties"]
+    finally:
+        store.close()
+    assert (properties["rag_assets.query_prompt"], properties["rag_assets.document_prompt"]) == (
+        '"query: "',
+        '"passage: "',
+    )
+    assert search.returncode == 0, search.stderr
+    assert '"path": "configuration.md"' in search.stdout
+
+
+def test_embedding_backend_builds_its_collection_from_an_export_in_the_data_directory(project):
+    """`EMBEDDING_BACKEND=onnx-int8 rag-assets ingest`, then search and list with the same variable: the
+    int8 export is made once under RAG_DATA_DIR, the backend is recorded on a collection of its own."""
+    write_local_sources(project / "sources.yaml")
+
+    ingest = rag_assets("ingest", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+    exports = sorted((project / ".rag_assets" / "cache" / "exports").rglob("*.onnx"))
+    made = {path: path.stat().st_mtime_ns for path in exports}
+    again = rag_assets("ingest", "--force", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+    search = rag_assets("search", "which variable points at the Milvus server?", "--json", cwd=project)
+    listing = rag_assets("collections", cwd=project, EMBEDDING_BACKEND="onnx-int8")
+
+    assert ingest.returncode == 0 and again.returncode == 0, ingest.stderr + again.stderr
+    assert [p.name for p in exports] == ["model.onnx", "model_int8.onnx"]
+    assert {path: path.stat().st_mtime_ns for path in exports} == made  # the second run read them
+    assert search.returncode == 0 and '"path": "configuration.md"' in search.stdout, search.stderr
+    served = [line for line in listing.stdout.splitlines() if line.startswith("*+")]
+    assert len(served) == 1 and "rag_chunks__all_minilm_l6_v2_" in served[0]
+    assert "a683a6d1843b7e38" not in served[0]  # not torch's collection: the backend is in the identity
+
+
+def test_a_backend_whose_extra_is_missing_is_one_line_naming_the_extra(project):
+    """`EMBEDDING_BACKEND=onnx-int8 rag-assets ingest` where the `[onnx]` extra is not installed (hidden
+    from this interpreter: the test environment has it), and the same for `openvino`."""
+    write_local_sources(project / "sources.yaml")
+    hide = (
+        "import sys; [sys.modules.__setitem__(m, None) for m in ('onnxruntime', 'onnx', 'openvino')]; "
+        "from rag_assets.cli import main; sys.exit(main(['ingest']))"
+    )
+
+    results = {
+        backend: run([sys.executable, "-c", hide], project, EMBEDDING_BACKEND=backend)
+        for backend in ("onnx-int8", "openvino")
+    }
+
+    for backend, extra in (("onnx-int8", "onnx"), ("openvino", "openvino")):
+        result = results[backend]
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(
+            f"rag-assets: error: EMBEDDING_BACKEND='{backend}': needs the [{extra}] extra"
+        ), result.stderr
+    assert not (project / ".rag_assets" / "dagster_home").exists()
 
 
 def test_a_failed_run_is_one_line_per_source_with_its_step_what_to_do_and_the_log_file(project):

@@ -152,7 +152,7 @@ def embed_with_cache(
         on_batch = (lambda texts, tokens: progress.advance(texts, tokens=tokens)) if progress else None
         keep = BatchKeeper(cache, list(missing))
         try:
-            fresh = model.embed(list(missing.values()), on_batch=on_batch, on_vectors=keep)
+            fresh = model.embed_documents(list(missing.values()), on_batch=on_batch, on_vectors=keep)
         finally:  # an interrupt (Ctrl-C, SIGTERM) or a failure keeps every batch already embedded
             keep.flush()
         known.update(zip(missing, fresh))

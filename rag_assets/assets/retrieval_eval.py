@@ -124,7 +124,7 @@ def embed_queries(model, queries: list[EvalQuery], previous: pd.DataFrame | None
         known = dict(zip(same_model["query"], same_model["vector"]))
     missing = sorted({q.text for q in queries} - set(known))
     if missing:
-        known.update(zip(missing, model.embed(missing)))
+        known.update(zip(missing, model.embed_queries(missing)))
     if not queries:
         return np.zeros((0, 0), np.float32), 0
     return np.stack([np.asarray(known[q.text], dtype=np.float32) for q in queries]), len(missing)

@@ -155,7 +155,7 @@ def evaluate_arm(
     arm: ArmChunks, queries: np.ndarray, sections: list, embedder: Embedder, ks: tuple[int, ...]
 ) -> dict:
     started = time.perf_counter()
-    vectors = embedder.embed(arm.inputs)
+    vectors = embedder.embed_documents(arm.inputs)
     seconds = time.perf_counter() - started
     depth = max(ks)
     top = np.argsort(-(queries @ vectors.T), axis=1)[:, :depth]
@@ -183,7 +183,7 @@ def run_experiment(experiment: ChunkerExperiment, log=print) -> dict:
         f"{len(pages)} pages, {len(titles)} queries; model {embedder.identity} on {embedder.device} "
         f"({embedder.precision})"
     )
-    queries = embedder.embed(titles)
+    queries = embedder.embed_queries(titles)
     arms = [*project_arms(pages, embedder), fixed_arm(pages, experiment.chars, experiment.overlap)]
     results = {}
     for arm in arms:

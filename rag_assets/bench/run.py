@@ -22,6 +22,7 @@ import dagster as dg
 import numpy as np
 import yaml
 
+from rag_assets.bench.backends import BackendRun, compare_backends, format_backends
 from rag_assets.bench.measure import StageResult, measured
 from rag_assets.bench.naive import run_naive
 from rag_assets.bench.split import latest_run_split
@@ -63,13 +64,21 @@ class BenchOptions:
     )
     fp32_reference: bool = False
     workdir: Path | None = None
+    backend: str = "torch"  # EMBEDDING_BACKEND of the pipeline stages
+    backends: tuple[str, ...] = ()  # compared on the pipeline's chunks (bench/backends.py)
 
 
 def run_bench(options: BenchOptions, log=print) -> dict:
     """Run the stages and return {"stages", "ratios", "env"} (what --out writes)."""
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="rag-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    embedder = Embedder(options.model, device=options.device, precision=options.precision)
+    embedder = Embedder(
+        options.model,
+        device=options.device,
+        precision=options.precision,
+        backend=options.backend,
+        exports_dir=workdir / "exports",
+    )
     files = tarball_files(options.corpus)
     stages: dict[str, dict] = {}
     with FakeGitHub(latency_ms=options.api_latency_ms, rate_limit=10**9) as github:
@@ -77,7 +86,8 @@ def run_bench(options: BenchOptions, log=print) -> dict:
         settings = _settings(workdir, options)
         _write_sources(settings.sources_file, github.url, options.include)
         instance = _instance(workdir / "dagster_home")
-        texts = _pipeline_inputs(files, options.include, embedder)
+        chunks = _pipeline_chunks(files, options.include, embedder)
+        texts = [c.embedding_input for c in chunks]
         log(
             f"corpus: {len(texts)} chunks from {options.corpus.name}; device {embedder.device}, "
             f"precision {embedder.precision}"
@@ -144,7 +154,14 @@ def run_bench(options: BenchOptions, log=print) -> dict:
             )
         stage("naive", lambda r: _naive(github, sha, options, embedder, workdir, r))
         instance.dispose()
-    return {"stages": stages, "ratios": ratios(stages), "env": environment(embedder, options)}
+    report = {"stages": stages, "ratios": ratios(stages), "env": environment(embedder, options)}
+    if options.backends:
+        runs = [
+            BackendRun(b, options.model, options.device, options.precision, workdir / "exports")
+            for b in options.backends
+        ]
+        report["backends"] = compare_backends(runs, chunks, log=log)
+    return report
 
 
 def _reset_gpu_peak(embedder: Embedder) -> None:
@@ -206,10 +223,12 @@ def environment(embedder: Embedder, options: BenchOptions) -> dict:
     import torch
 
     packages = ("torch", "sentence-transformers", "transformers", "dagster", "pymilvus", "milvus-lite")
+    packages += tuple(p for p in ("onnxruntime", "openvino") if _installed(p))
     return {
         "model": embedder.identity,
         "device": embedder.device,
         "precision": embedder.precision,
+        "backend": embedder.backend,
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if embedder.device.startswith("cuda") else None,
@@ -222,8 +241,8 @@ def environment(embedder: Embedder, options: BenchOptions) -> dict:
     }
 
 
-def _pipeline_inputs(files: dict, include: tuple[str, ...], embedder: Embedder) -> list[str]:
-    """The embedding inputs the pipeline will produce for this corpus, by the pipeline's own code."""
+def _pipeline_chunks(files: dict, include: tuple[str, ...], embedder: Embedder) -> list:
+    """The chunks the pipeline will produce for this corpus, by the pipeline's own code."""
     pages = []
     for path, data in sorted(files.items()):
         if path_selected(path, include, ()):
@@ -234,10 +253,10 @@ def _pipeline_inputs(files: dict, include: tuple[str, ...], embedder: Embedder) 
         SOURCE,
         pages,
         model_dir=embedder.model_dir,
-        max_tokens=embedder.max_seq_length,
+        max_tokens=embedder.chunk_token_limit,
         workers=os.cpu_count() or 1,
     )
-    return [c.embedding_input for page_chunks in chunked for c in page_chunks]
+    return [c for page_chunks in chunked for c in page_chunks]
 
 
 def _warm_up(embedder: Embedder, texts: list[str]) -> None:
@@ -332,6 +351,7 @@ def _cli_ingest(
         "EMBEDDING_MODEL": settings.embedding_model,
         "EMBEDDING_DEVICE": settings.embedding_device,
         "EMBEDDING_PRECISION": settings.embedding_precision,
+        "EMBEDDING_BACKEND": settings.embedding_backend,
     }
     command = [sys.executable, "-m", "rag_assets.cli", "ingest"]
     started = time.perf_counter()
@@ -407,6 +427,7 @@ def _settings(workdir: Path, options: BenchOptions) -> Settings:
         embedding_model=options.model,
         embedding_device=options.device,
         embedding_precision=options.precision,
+        embedding_backend=options.backend,
         poll_interval_seconds=300,
     )
 
@@ -429,6 +450,14 @@ def _instance(home: Path) -> dg.DagsterInstance:
     instance = dg.DagsterInstance.from_config(str(home))
     ensure_pools(instance)
     return instance
+
+
+def _installed(package: str) -> bool:
+    try:
+        version(package)
+        return True
+    except Exception:
+        return False
 
 
 def _cpu_name() -> str:
@@ -463,10 +492,12 @@ def format_table(report: dict) -> str:
                 f"{split['between_steps_s']} s; steps: {steps}"
             )
     lines.append("ratios: " + ", ".join(f"{k} = {v}" for k, v in report["ratios"].items()))
+    if "backends" in report:
+        lines.append(format_backends(report["backends"]))
     env = report["env"]
     lines.append(
-        f"env: {env['model']} on {env['device']} ({env['precision']}), {env['cpu']} x{env['cpu_count']}, "
-        f"api latency {env['api_latency_ms']} ms"
+        f"env: {env['model']} on {env['device']} ({env['precision']}, {env['backend']}), {env['cpu']} "
+        f"x{env['cpu_count']}, api latency {env['api_latency_ms']} ms"
     )
     return "\n".join(lines)
 

@@ -20,7 +20,6 @@ from rag_assets.resources.milvus import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
     MilvusResource,
-    model_properties,
 )
 
 
@@ -46,7 +45,7 @@ class MilvusIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: dict[str, SourceChanges]) -> None:
         milvus = self.milvus.open()
         identity = self.milvus.model_identity
-        properties = model_properties(self.milvus.model, identity) if identity else None
+        properties = self.milvus.collection_properties()
         progress = Reporter("milvus_collection", "rows written", log=context.log.info)
         try:
             for source, changes in obj.items():

@@ -26,7 +26,15 @@ from pydantic import PrivateAttr
 
 from rag_assets.core.batching import padded_length, plan_batches, run_halving_on_oom
 from rag_assets.core.chunking import CHUNKER_VERSION, Chunker
-from rag_assets.core.model_files import load_tokenizer, max_seq_length, model_identity, resolve_model_dir
+from rag_assets.core.model_files import (
+    DEFAULT_BACKEND,
+    VectorSpec,
+    load_tokenizer,
+    max_seq_length,
+    model_identity,
+    resolve_model_dir,
+    vector_spec,
+)
 from rag_assets.resources.embedding_cache import EmbeddingCache
 from rag_assets.settings import PRECISIONS
 
@@ -51,14 +59,35 @@ class EmbedStats:
 class Embedder:
     """A sentence-transformers model with the batching, precision and OOM policy of this project."""
 
-    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", batch_tokens: int = 0):
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_tokens: int = 0,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        backend: str = DEFAULT_BACKEND,
+        exports_dir: Path | str | None = None,
+    ):
         self.model_name = model
         self.model_dir = resolve_model_dir(model)
         self.requested_device = device
         self.requested_precision = precision
         self.requested_batch_tokens = batch_tokens
+        # EMBEDDING_QUERY_PROMPT / EMBEDDING_DOCUMENT_PROMPT; None: the model's own (`spec`).
+        self.prompt_overrides = {"query_prompt": query_prompt, "document_prompt": document_prompt}
+        self.backend = backend
+        # Where the backends' exports of the weights are kept (the data directory's cache/exports).
+        self.exports_dir = Path(exports_dir) if exports_dir else None
         self.stats = EmbedStats()
         self._model = None
+
+    @cached_property
+    def spec(self) -> VectorSpec:
+        """The prompts put before chunks and questions, the similarity, the backend."""
+        return vector_spec(self.model_dir, **self.prompt_overrides, backend=self.backend)
 
     @cached_property
     def device(self) -> str:
@@ -75,6 +104,8 @@ class Embedder:
             raise ValueError(
                 f"EMBEDDING_PRECISION={self.requested_precision!r}: expected one of {', '.join(PRECISIONS)}"
             )
+        if self.backend != DEFAULT_BACKEND:
+            return "fp32"  # the exports compute in fp32 (onnx-int8: int8 weights, named by the backend)
         if self.requested_precision != "auto":
             return self.requested_precision
         if self.device.startswith("cuda"):
@@ -108,8 +139,14 @@ class Embedder:
 
     @cached_property
     def identity(self) -> str:
-        """Model name plus a hash of its weight files and configs: two models never share a cache."""
-        return model_identity(self.model_name, self.model_dir)
+        """Model name plus a hash of its weight files and configs, and of the prompts, similarity and
+        backend where they differ from the plain default: two never share a cache or a collection."""
+        return model_identity(self.model_name, self.model_dir, **self.prompt_overrides, backend=self.backend)
+
+    @cached_property
+    def weights_identity(self) -> str:
+        """The model's name and weights alone (no prompt, no backend): what an export is made from."""
+        return model_identity(self.model_name, self.model_dir, query_prompt="", document_prompt="")
 
     @property
     def vectors_identity(self) -> str:
@@ -130,6 +167,20 @@ class Embedder:
         of sentence-transformers, resources/encoder.py), else the SentenceTransformer."""
         if self._model is None:
             from rag_assets.resources.encoder import PlainEncoder, is_plain
+
+            if self.backend != DEFAULT_BACKEND:
+                from rag_assets.resources.backends import backend_encoder
+
+                if self.exports_dir is None:
+                    raise ValueError(f"EMBEDDING_BACKEND={self.backend!r}: the embedder needs an exports_dir")
+
+                self._model = backend_encoder(
+                    self.backend,
+                    self.model_dir,
+                    self.max_seq_length,
+                    self.exports_dir / self.weights_identity,
+                )
+                return self._model
 
             if is_plain(self.model_dir):
                 self._model = self._prepared(PlainEncoder(self.model_dir, self.max_seq_length, self.device))
@@ -155,37 +206,65 @@ class Embedder:
             model.to(self.dtype)  # native reduced precision: no fp32 weights, no per-op casts
         return model.eval()
 
+    @cached_property
+    def chunk_token_limit(self) -> int:
+        """The longest chunk, in tokens: what the model reads once the document prompt is put before it."""
+        prompt = self.spec.document_prompt
+        prompt_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False)) if prompt else 0
+        return max(self.max_seq_length - prompt_tokens, 1)
+
     def chunker(self, max_tokens: int = 0, overlap_tokens: int = 0) -> Chunker:
-        limit = min(max_tokens or self.max_seq_length, self.max_seq_length)
+        limit = min(max_tokens or self.chunk_token_limit, self.chunk_token_limit)
         return Chunker(self.tokenizer, limit, overlap_tokens)
+
+    def embed_documents(
+        self,
+        texts: list[str],
+        on_batch: Callable[[int, int], None] | None = None,
+        on_vectors: Callable[[list[int], np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Vectors of chunks: the model's document prompt (or EMBEDDING_DOCUMENT_PROMPT) before each."""
+        return self.embed(texts, on_batch, on_vectors, prompt=self.spec.document_prompt)
+
+    def embed_queries(
+        self, texts: list[str], on_batch: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """Vectors of questions: the model's query prompt (or EMBEDDING_QUERY_PROMPT) before each."""
+        return self.embed(texts, on_batch, prompt=self.spec.query_prompt)
 
     def embed(
         self,
         texts: list[str],
         on_batch: Callable[[int, int], None] | None = None,
         on_vectors: Callable[[list[int], np.ndarray], None] | None = None,
+        *,
+        prompt: str = "",
     ) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, in input order. `on_batch(texts, tokens)` is
-        called after each forward batch (progress); `on_vectors(rows, vectors)` too, with the batch's
-        input positions and their vectors, so a caller can keep them before the whole call returns
-        (an interrupted step then loses at most the batch under way)."""
+        """float32 vectors, one row per text, in input order: unit length for a cosine model, as the model
+        gives them for dot and euclidean ones. `prompt` goes before every text, as sentence-transformers
+        puts it (`embed_documents`, `embed_queries`). `on_batch(texts, tokens)` is called after each
+        forward batch (progress); `on_vectors(rows, vectors)` too, with the batch's input positions and
+        their vectors, so a caller can keep them before the whole call returns (an interrupted step
+        then loses at most the batch under way)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         started = time.perf_counter()
         lengths = [
             min(len(e), self.max_seq_length)
-            for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)
+            for e in self.tokenizer.encode_batch([prompt + t for t in texts], add_special_tokens=True)
         ]
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         batches = plan_batches(lengths, self.batch_tokens, multiple=LENGTH_MULTIPLE)
         with ThreadPoolExecutor(max_workers=1) as tokenizing:
             # Tokenize the next batch while the model runs the current one.
-            pending = tokenizing.submit(self._features, [texts[i] for i in batches[0]])
+            pending = tokenizing.submit(self._features, [texts[i] for i in batches[0]], prompt)
             for number, batch in enumerate(batches):
                 features = pending.result()
                 if number + 1 < len(batches):
-                    pending = tokenizing.submit(self._features, [texts[i] for i in batches[number + 1]])
-                vectors[batch] = self._forward_with_halving(batch, texts, features)
+                    pending = tokenizing.submit(
+                        self._features, [texts[i] for i in batches[number + 1]], prompt
+                    )
+                vectors[batch] = self._forward_with_halving(batch, texts, features, prompt)
                 if on_vectors:
                     on_vectors(batch, vectors[batch])
                 if on_batch:
@@ -198,21 +277,29 @@ class Embedder:
         self.stats.seconds += time.perf_counter() - started
         return vectors
 
-    def _features(self, texts: list[str]) -> dict:
+    def _features(self, texts: list[str], prompt: str = "") -> dict:
+        """The batch tokenized with `prompt` before each text: a SentenceTransformer is given the prompt
+        (it also tells pooling where the prompt ends, for models that leave it out)."""
         import torch
 
-        features = _pad_features(
-            self.model.preprocess(texts), LENGTH_MULTIPLE, self.max_seq_length, self._pad_id
-        )
+        from rag_assets.resources.encoder import PlainEncoder
+
+        if isinstance(self.model, PlainEncoder):
+            tokenized = self.model.preprocess([prompt + t for t in texts])
+        else:
+            tokenized = self.model.preprocess(texts, prompt=prompt or None)
+        features = _pad_features(tokenized, LENGTH_MULTIPLE, self.max_seq_length, self._pad_id)
         if self.device.startswith("cuda"):
             features = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return features
 
-    def _forward_with_halving(self, batch: list[int], texts: list[str], features: dict) -> np.ndarray:
+    def _forward_with_halving(
+        self, batch: list[int], texts: list[str], features: dict, prompt: str = ""
+    ) -> np.ndarray:
         def run(rows: list[int]) -> list[np.ndarray]:
             if len(rows) == len(batch):
                 return list(self.forward(features))
-            return list(self.forward(self._features([texts[i] for i in rows])))
+            return list(self.forward(self._features([texts[i] for i in rows], prompt)))
 
         def halved(size: int) -> None:
             self.stats.halvings += 1
@@ -240,7 +327,9 @@ class Embedder:
         }
         with torch.inference_mode(), self.autocast():
             output = self.model(features)["sentence_embedding"]
-        output = torch.nn.functional.normalize(output.float(), dim=-1)
+        output = output.float()
+        if self.spec.normalized:
+            output = torch.nn.functional.normalize(output, dim=-1)
         return output.cpu().numpy()
 
     def autocast(self):
@@ -319,13 +408,24 @@ class EmbedderResource(dg.ConfigurableResource):
     chunk_overlap_tokens: int = 0
     cache_dir: str
     cache_max_entries: int = 1_000_000
+    # EMBEDDING_QUERY_PROMPT / EMBEDDING_DOCUMENT_PROMPT (None: the model's own), EMBEDDING_BACKEND.
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    backend: str = DEFAULT_BACKEND
 
     _embedder: Embedder | None = PrivateAttr(default=None)
 
     def get(self) -> Embedder:
         if self._embedder is None:
             self._embedder = Embedder(
-                self.model, device=self.device, precision=self.precision, batch_tokens=self.batch_tokens
+                self.model,
+                device=self.device,
+                precision=self.precision,
+                batch_tokens=self.batch_tokens,
+                query_prompt=self.query_prompt,
+                document_prompt=self.document_prompt,
+                backend=self.backend,
+                exports_dir=Path(self.cache_dir) / "exports",
             )
         return self._embedder
 
@@ -335,7 +435,7 @@ class EmbedderResource(dg.ConfigurableResource):
     @property
     def chunk_token_limit(self) -> int:
         embedder = self.get()
-        return min(self.max_chunk_tokens or embedder.max_seq_length, embedder.max_seq_length)
+        return min(self.max_chunk_tokens or embedder.chunk_token_limit, embedder.chunk_token_limit)
 
     def open_cache(self) -> EmbeddingCache:
         path = Path(self.cache_dir) / "embeddings" / f"{self.get().vectors_identity}.sqlite"

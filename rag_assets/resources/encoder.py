@@ -5,8 +5,10 @@ Importing sentence-transformers costs about 1.2 s more than transformers on this
 imports scikit-learn and SciPy): a tenth of a small update as a command. Most embedding models, the
 bundled MiniLM among them, are this layout: the same AutoModel, the same fast tokenizer with the
 same truncation and right padding, mean pooling summed in fp32 and cast back as sentence-transformers
-does, and its Normalize in the model's dtype (a test compares both at fp32 and bf16). A model of any
-other layout (CLS or max pooling, Dense layers, prompts, module options) loads SentenceTransformer.
+does, and its Normalize in the model's dtype (a test compares both at fp32 and bf16). Prompts are put
+before the texts as sentence-transformers does (`prompt + text`), by the embedder. A model of any
+other layout (CLS or max pooling, Dense layers, pooling that leaves the prompt out, module options)
+loads SentenceTransformer.
 
 Imported only when a model is loaded: it imports torch.
 """
@@ -43,13 +45,25 @@ def is_plain(model_dir: Path) -> bool:
         k not in PLAIN_MODULE_CONFIG or PLAIN_MODULE_CONFIG[k] != v for k, v in options.items()
     ):
         return False
-    return not st_config.get("prompts") and not st_config.get("default_prompt_name")
+    return _known_st_config(st_config)
+
+
+def _known_st_config(st_config: dict) -> bool:
+    """Prompts are put before the texts by the embedder, and similarity_fn_name is read by it: a model
+    with only these computes like one without them (modality or task configs route elsewhere)."""
+    known = {"__version__", "prompts", "default_prompt_name", "similarity_fn_name", "model_type"}
+    return (
+        set(st_config) <= known
+        and st_config.get("model_type", "SentenceTransformer") == "SentenceTransformer"
+    )
 
 
 def _mean_pooling(folder: Path) -> bool:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
+        return False
+    if config.get("include_prompt", True) is not True:  # prompt tokens left out of the mean
         return False
     modes = {k for k, on in config.items() if k.startswith("pooling_mode_") and on is True}
     extra = (
@@ -68,9 +82,14 @@ class PlainEncoder(torch.nn.Module):
         from transformers import AutoModel
 
         super().__init__()
+        self.network = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device)
+        self._setup_tokenizer(model_dir, max_seq_length)
+
+    def _setup_tokenizer(self, model_dir: Path, max_seq_length: int) -> None:
+        """The fast tokenizer as sentence-transformers sets it up (truncation, right padding), and
+        whether the model ends in Normalize."""
         modules = json.loads((model_dir / "modules.json").read_text())
         self.normalize = len(modules) == 3
-        self.network = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.pad_token_id = _pad_token_id(model_dir, self.tokenizer)
         self.tokenizer.enable_truncation(max_seq_length)
@@ -88,13 +107,17 @@ class PlainEncoder(torch.nn.Module):
 
     def forward(self, features: dict) -> dict:
         tokens = self.network(**features, return_dict=True)[0]
-        mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        return {**features, "sentence_embedding": self.pool(tokens, features["attention_mask"])}
+
+    def pool(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the unmasked tokens (summed in fp32, cast back), then Normalize if the model has it."""
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         wide = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
         total = (tokens * mask).sum(dim=1, dtype=wide)
         pooled = (total / torch.clamp(mask.sum(dim=1, dtype=wide), min=1e-9)).to(tokens.dtype)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-        return {**features, "sentence_embedding": pooled}
+        return pooled
 
 
 def _pad_token_id(model_dir: Path, tokenizer: Tokenizer) -> int:

@@ -193,3 +193,36 @@ def test_the_gpu_check_script_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
     share = float(summary.split("embedding step: ")[1].split("(")[1].split("%")[0])
     assert 0 < share < 100
     assert json.loads((out / "bench.json").read_text())["stages"]["cold"]["chunks_embedded"] > 0
+
+
+def test_backends_are_compared_with_fp32_torch_on_the_pipelines_chunks_and_the_cold_run_uses_backend(
+    tmp_path,
+):
+    """`rag-assets bench --backends torch,onnx,onnx-int8,openvino --backend onnx-int8`: a row per
+    backend after the fp32 torch reference, with tokens/s, agreement and recall; the pipeline stage
+    ran on onnx-int8, exported into its data directory."""
+    files = {f"docs/{p.name}": p.read_text() for p in SAMPLE_DOCS.glob("*.md")}
+    out = tmp_path / "bench.json"
+
+    corpus = snapshot(tmp_path / "c.tar.gz", files)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_assets.cli", "bench", "--corpus", str(corpus),
+         "--include", "docs/**/*.md", "--stages", "cold", "--backend", "onnx-int8",
+         "--backends", "torch,onnx,onnx-int8,openvino", "--precision", "bf16", "--device", "cpu",
+         "--workdir", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "RAG_DATA_DIR": str(tmp_path / "unused")},
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    rows = {row["backend"]: row for row in report["backends"]["rows"]}
+    assert list(rows) == ["torch-fp32", "torch-bf16", "onnx", "onnx-int8", "openvino"]
+    assert rows["torch-fp32"]["cosine_vs_fp32_mean"] == 1.0 and rows["torch-fp32"]["speedup_vs_fp32"] == 1.0
+    chunks = report["stages"]["cold"]["chunks_embedded"]
+    for row in rows.values():
+        assert row["tokens_per_s"] > 0 and row["cosine_vs_fp32_mean"] >= 0.99
+        assert 0 < row["recall_at_1"] <= row["recall_at_5"] <= row["recall_at_10"] <= 1
+    assert report["backends"]["chunks"] == chunks > 0 and report["env"]["backend"] == "onnx-int8"
+    assert list((tmp_path / "work" / "data" / "cache" / "exports").glob("*/model_int8.onnx"))
+    assert "backends on" in result.stdout and "openvino" in result.stdout

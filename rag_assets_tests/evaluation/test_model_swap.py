@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from rag_assets.definitions import build_definitions
+from rag_assets.definitions import build_definitions, build_resources
 from rag_assets.resources.embedder import Embedder
 from rag_assets.runtime.ingest import IngestFailed, run_ingest
 from rag_assets.sensors.source_cleanup import SOURCE_CLEANUP_JOB
@@ -148,3 +148,47 @@ def test_removing_a_source_removes_it_from_every_collection_of_the_serving_name(
     assert milvus_rows(settings_b, "more") == {}  # the served collection (B's)
     assert rows_in(settings_b, a, "more") == []  # and the rollback copy: a rollback must not bring it back
     assert milvus_rows(settings_b, "notes")
+
+
+@pytest.mark.slow
+def test_a_new_document_prompt_is_a_new_collection_served_only_once_every_source_is_on_it_and_evaluated(
+    two_sources, instance, monkeypatch
+):
+    settings_a = two_sources
+    a = model_collection(settings_a)
+    monkeypatch.setenv("EMBEDDING_DOCUMENT_PROMPT", "passage: ")
+    settings_b = Settings.from_env()
+    b, identity_b = model_collection(settings_b), build_resources(settings_b)["embedder"].get().identity
+
+    run_ingest(settings_b, instance, ["notes"])
+
+    # Half built: readers keep the old prompt's collection, searched with its own (no) prompt.
+    assert b != a and serving(settings_b) == a
+    assert latest_metadata(instance, "retrieval_eval", "notes")["collection"] == b
+    assert latest_metadata(instance, "serving_collection", "notes")["moved"] is False
+    assert top_hit(QUESTION)["path"] == "configuration.md"
+
+    run_ingest(settings_b, instance, ["more"])
+
+    assert serving(settings_b) == b and models_of(settings_b, "notes") == models_of(settings_b, "more") == {
+        identity_b
+    }
+    assert latest_metadata(instance, "serving_collection", "more")["moved"] is True
+    assert {a, b} <= collections(settings_b)
+    assert top_hit(QUESTION)["path"] == "configuration.md"
+
+
+@pytest.mark.slow
+def test_a_prompt_that_fails_the_evaluation_is_never_served(two_sources, instance, monkeypatch):
+    a = model_collection(two_sources)
+    monkeypatch.setenv("RAG_EVAL_K", "1")
+    monkeypatch.setenv("RAG_MIN_RECALL", "1.0")
+    monkeypatch.setenv("EMBEDDING_QUERY_PROMPT", "query: ")
+    settings_b = Settings.from_env()
+    misleading_queries(settings_b)
+
+    with pytest.raises(IngestFailed, match="retrieval_eval"):
+        run_ingest(settings_b, instance, ["notes", "more"])
+
+    assert serving(settings_b) == a
+    assert model_collection(settings_b) in collections(settings_b) - {a}  # built, measured, refused

@@ -16,6 +16,7 @@ Milvus Lite (3.2) implements aliases (create/alter/describe/list, resolved by ev
 a Milvus server; nothing here needs a pointer record of its own.
 """
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,14 @@ LEGACY_SUFFIX = "legacy"
 MAX_NAME_CHARS = 255  # Milvus's limit on collection and alias names
 MAX_MODEL_SLUG_CHARS = 48
 MODEL_PROPERTY, IDENTITY_PROPERTY = "rag_assets.model", "rag_assets.model_identity"
+# How the vectors were made and are compared (JSON strings): what a reader needs to embed its queries alike.
+SPEC_PROPERTIES = {
+    "query_prompt": "rag_assets.query_prompt",
+    "document_prompt": "rag_assets.document_prompt",
+    "similarity": "rag_assets.similarity",
+    "backend": "rag_assets.backend",
+}
+METRIC_PROPERTY = "rag_assets.metric"
 
 
 def model_collection_name(serving: str, identity: str) -> str:
@@ -37,16 +46,33 @@ def model_collection_name(serving: str, identity: str) -> str:
     return f"{serving}{SEPARATOR}{suffix}"[:MAX_NAME_CHARS]
 
 
-def model_properties(model: str, identity: str) -> dict[str, str]:
+def model_properties(model: str, identity: str, spec=None) -> dict[str, str]:
     """What a collection records about its vectors (as collection properties, which Milvus Lite keeps
-    and a schema description it does not), so a reader can embed queries with the same model."""
-    return {MODEL_PROPERTY: model, IDENTITY_PROPERTY: identity}
+    and a schema description it does not), so a reader can embed queries with the same model, prompt
+    and backend, and search with the same metric. `spec`: the model's VectorSpec (core/model_files.py)."""
+    properties = {MODEL_PROPERTY: model, IDENTITY_PROPERTY: identity}
+    if spec is not None:
+        properties.update({key: json.dumps(getattr(spec, name)) for name, key in SPEC_PROPERTIES.items()})
+        properties[METRIC_PROPERTY] = spec.metric
+    return properties
 
 
 def recorded_model(described: dict) -> tuple[str | None, str | None]:
     """(model, identity) from `describe_collection`'s answer; (None, None) for a collection made otherwise."""
     properties = described.get("properties") or {}
     return properties.get(MODEL_PROPERTY), properties.get(IDENTITY_PROPERTY)
+
+
+def recorded_spec(described: dict) -> dict:
+    """How the vectors were made (query_prompt, document_prompt, similarity, backend), as far as the
+    collection records it: {} for one made before prompts and metrics were recorded."""
+    properties = described.get("properties") or {}
+    return {name: json.loads(properties[key]) for name, key in SPEC_PROPERTIES.items() if key in properties}
+
+
+def recorded_metric(described: dict, default: str) -> str:
+    """The metric the collection's vectors are compared with; `default` (COSINE) for older collections."""
+    return (described.get("properties") or {}).get(METRIC_PROPERTY) or default
 
 
 # -- Milvus: each function takes a MilvusClient (Lite or server) and names only physical collections,

@@ -3,6 +3,7 @@
 from pymilvus import DataType, MilvusClient
 
 TEXT_MAX_BYTES = 65535
+DEFAULT_METRIC = "COSINE"  # a collection that records no metric was made before models declared theirs
 ROW_FIELDS = ["id", "source", "path", "url", "heading", "text", "content_hash", "commit", "model", "vector"]
 VARCHAR_LIMITS = {
     "id": 64,
@@ -27,7 +28,8 @@ def collection_schema(dimension: int):
     return schema
 
 
-def index_params():
+def index_params(metric: str = DEFAULT_METRIC):
+    """AUTOINDEX on the vector with the model's metric: COSINE, IP (dot product) or L2 (euclidean)."""
     index = MilvusClient.prepare_index_params()
-    index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+    index.add_index("vector", index_type="AUTOINDEX", metric_type=metric)
     return index

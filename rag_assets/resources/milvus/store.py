@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
@@ -20,10 +21,16 @@ from pymilvus import MilvusClient, MilvusException
 from pymilvus.exceptions import ConnectionConfigException
 
 from rag_assets.core import model_files
+from rag_assets.core.backends import DEFAULT_BACKEND
 from rag_assets.errors import MilvusLiteBusy, MilvusUnavailable
 from rag_assets.resources.milvus import aliases
-from rag_assets.resources.milvus.aliases import CollectionInfo, family, model_collection_name
-from rag_assets.resources.milvus.schema import ROW_FIELDS, collection_schema, index_params
+from rag_assets.resources.milvus.aliases import (
+    CollectionInfo,
+    family,
+    model_collection_name,
+    model_properties,
+)
+from rag_assets.resources.milvus.schema import DEFAULT_METRIC, ROW_FIELDS, collection_schema, index_params
 from rag_assets.settings import Settings, milvus_token
 
 DEFAULT_BATCH_ROWS = 2000
@@ -125,7 +132,8 @@ class MilvusStore:
     def ensure_collection(self, dimension: int, properties: dict[str, str] | None = None) -> None:
         """Create the collection for vectors of `dimension`, or check an existing one matches.
 
-        `properties` are recorded on a new collection (the model that made its vectors)."""
+        `properties` are recorded on a new collection (the model that made its vectors, and the
+        metric its index compares them with: `aliases.METRIC_PROPERTY`, COSINE when absent)."""
         if self.client.has_collection(self.collection):
             existing = self.dimension()
             if existing != dimension:
@@ -138,9 +146,10 @@ class MilvusStore:
         self.client.create_collection(
             self.collection,
             schema=collection_schema(dimension),
-            index_params=index_params(),
+            index_params=index_params(aliases.recorded_metric({"properties": properties}, DEFAULT_METRIC)),
             properties=properties or None,
         )
+        self.__dict__.pop("metric", None)
 
     def dimension(self) -> int | None:
         if not self.client.has_collection(self.collection):
@@ -244,6 +253,17 @@ class MilvusStore:
             deleted += len(ids)
         return deleted
 
+    @cached_property
+    def metric(self) -> str:
+        """The metric the collection's vectors are compared with, as recorded on it (through an alias:
+        on its target): COSINE, IP or L2. Scores are similarities for COSINE and IP, distances for L2;
+        hits come nearest first either way."""
+        return aliases.recorded_metric(self.client.describe_collection(self.collection), DEFAULT_METRIC)
+
+    def recorded_spec(self) -> dict:
+        """How the vectors of this collection were made (prompts, similarity, backend), as recorded."""
+        return aliases.recorded_spec(self.client.describe_collection(self.collection))
+
     def search(self, vector: np.ndarray, *, limit: int, source: str | None = None) -> list[dict]:
         self.client.load_collection(self.collection)
         hits = self.client.search(
@@ -252,7 +272,7 @@ class MilvusStore:
             limit=limit,
             filter=f"source == {quote(source)}" if source else "",
             output_fields=["source", "path", "url", "heading", "text"],
-            search_params={"metric_type": "COSINE"},
+            search_params={"metric_type": self.metric},
         )[0]
         return [{"score": float(hit["distance"]), **hit["entity"]} for hit in hits]
 
@@ -269,7 +289,7 @@ class MilvusStore:
                 limit=limit,
                 filter=f"source == {quote(source)}",
                 output_fields=["id"],
-                search_params={"metric_type": "COSINE"},
+                search_params={"metric_type": self.metric},
             )
             ranked.extend([str(hit["id"]) for hit in per_query] for per_query in hits)
         return ranked
@@ -371,6 +391,11 @@ class MilvusResource(dg.ConfigurableResource):
     uri: str
     collection: str
     model: str = ""
+    # EMBEDDING_QUERY_PROMPT / EMBEDDING_DOCUMENT_PROMPT (None: the model's own) and EMBEDDING_BACKEND:
+    # with the model, what decides the vectors and so which collection is the model's.
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    backend: str = DEFAULT_BACKEND
     token_env: str = "MILVUS_TOKEN"
     # How long a step waits for a Lite file another process holds (0: fail at once, as commands do).
     busy_wait_seconds: float = STEP_LITE_BUSY_WAIT_SECONDS
@@ -383,6 +408,9 @@ class MilvusResource(dg.ConfigurableResource):
             uri=settings.milvus_uri,
             collection=settings.collection,
             model=settings.embedding_model,
+            query_prompt=settings.query_prompt,
+            document_prompt=settings.document_prompt,
+            backend=settings.embedding_backend,
             token_env=settings.milvus_token_env,
             **overrides,
         )
@@ -409,8 +437,25 @@ class MilvusResource(dg.ConfigurableResource):
 
     @property
     def model_identity(self) -> str | None:
-        """The model's name and weights hash (as the embedding step records it on every row)."""
-        return model_files.model_identity(self.model) if self.model else None
+        """The model's name and the hash of its weights, prompts, similarity and backend (as the embedding
+        step records it on every row)."""
+        return model_files.model_identity(self.model, **self._spec_settings) if self.model else None
+
+    @property
+    def _spec_settings(self) -> dict:
+        return {
+            "query_prompt": self.query_prompt,
+            "document_prompt": self.document_prompt,
+            "backend": self.backend,
+        }
+
+    def collection_properties(self) -> dict[str, str] | None:
+        """What the model's collection records: model, identity, prompts, similarity, backend, metric."""
+        identity = self.model_identity
+        if not identity:
+            return None
+        spec = model_files.vector_spec(model_files.resolve_model_dir(self.model), **self._spec_settings)
+        return model_properties(self.model, identity, spec)
 
     @property
     def model_collection(self) -> str:
