@@ -1,9 +1,11 @@
 """chunks: pages cut along their headings into pieces that fit the embedding model."""
 
+import contextlib
 import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -63,16 +65,13 @@ def chunks(
     ) as chunk:
         for key in context.partition_keys:
             started = time.perf_counter()
-            store = open_store(context, artifacts, key)
-            try:
+            with open_store(context, artifacts, key) as store:
                 report = chunk_source(
                     key, store, chunk, fingerprint, source_named(key).limits.max_chunks, progress
                 )
                 count, tokens, largest = store.chunk_stats()
                 access = store.access_metadata()  # before the preview's read: the change's own work
                 preview = chunk_preview(pd.DataFrame(next(store.iter_chunks(batch=PREVIEW_ROWS), [])), count)
-            finally:
-                store.close()
             for path, (problem, error) in report.problems.items():
                 what = "chunked as plain text" if problem == PARSED_AS_TEXT else "left out"
                 context.log.warning(f"source {key!r}: page {path!r} could not be parsed, {what}: {error}")
@@ -107,18 +106,24 @@ def chunks(
     return dg.MaterializeResult()
 
 
-def open_store(context, artifacts: ArtifactsResource, source: str) -> SourceStore:
-    """The source's store for a step after raw_pages: one SQLite cannot read is moved aside and the
-    step fails for it in one line (raw_pages reads the source in full on the next run)."""
-    store, moved = artifacts.store.open_source(source)
-    if moved:
-        store.close()
-        raise SourceStoreDamaged(
-            f"source {source!r}: its store could not be read and was moved to {moved}; the next run "
-            "reads the source again in full",
-            moved,
-        )
-    return store
+@contextlib.contextmanager
+def open_store(context, artifacts: ArtifactsResource, source: str) -> Iterator[SourceStore]:
+    """The source's store for a step after raw_pages. One SQLite cannot read (at open, or on any
+    query) is moved aside and the step fails for it in one line naming the file: raw_pages reads
+    the source in full into a new one on the next run."""
+    with artifacts.store.damage_named(source):
+        store, moved = artifacts.store.open_source(source)
+        if moved:
+            store.close()
+            raise SourceStoreDamaged(
+                f"source {source!r}: its store could not be read and was moved to {moved}; the next "
+                "run reads the source again in full",
+                moved,
+            )
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 @dataclass

@@ -56,13 +56,10 @@ def embeddings(
                 time.perf_counter(),
                 (model.stats.tokens, model.stats.batches, model.stats.seconds),
             )
-            store = open_store(context, artifacts, key)
-            try:
+            with open_store(context, artifacts, key) as store:
                 embedded, hits = embed_source(store, model, cache, progress)
                 count = store.chunk_count()
                 access = store.access_metadata()
-            finally:
-                store.close()
             tokens, batches, seconds = (
                 now - then
                 for now, then in zip((model.stats.tokens, model.stats.batches, model.stats.seconds), before)

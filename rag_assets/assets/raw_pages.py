@@ -1,13 +1,18 @@
 """raw_pages: every selected page of one source, as text, with where it came from."""
 
+import functools
+import sqlite3
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
 from rag_assets.change_detection import forget as forget_unchanged
+from rag_assets.core.artifacts import ArtifactStore
 from rag_assets.core.pages import PageStats
 from rag_assets.core.progress import Reporter
-from rag_assets.core.source_store import PageChanges, SourceStore
+from rag_assets.core.source_store import PageChanges, SourceStore, SourceStoreDamaged, quarantine
 from rag_assets.metadata import COMMIT, SOURCE_FAILED, SOURCE_TIME
 from rag_assets.partitions import source_partitions
 from rag_assets.resources.artifacts import ArtifactsResource
@@ -66,40 +71,67 @@ def raw_pages(
     for key in context.partition_keys:
         started = time.perf_counter()
         forget_unchanged(artifacts.base_dir, key)  # the CLI's next run of it is a full one
-        store, moved = artifacts.store.open_source(key, check=True)
-        repaired = {"store_repaired": str(moved) if moved else "no"}
-        if moved:
-            context.log.warning(
-                f"source {key!r}: its store could not be read, moved to {moved}; reading it in full"
-            )
         try:
             source = source_named(key)
-            result = readers[source.kind].read(source, store.known_pages(), progress)
-            changes = write_pages(store, source, result)
-            access = store.access_metadata()
+            read = functools.partial(readers[source.kind].read, source, progress=progress)
+            result, changes, access, moved = read_into_store(artifacts.store, source, read)
         except Exception as error:  # one source's failure is its own: the others of the run go on
             failed[key] = error
             context.log.error(f"source {key!r} failed; its rows are kept as they are: {error}")
             context.add_asset_metadata(
                 {
                     SOURCE_FAILED: f"{type(error).__name__}: {error}",
-                    "dagster/row_count": store.page_count(),
-                    **repaired,
+                    "dagster/row_count": stored_pages(artifacts, key),
                 },
                 partition_key=key,
             )
             continue
-        finally:
-            store.close()
+        if moved:
+            context.log.warning(
+                f"source {key!r}: its store could not be read, moved to {moved}; read in full"
+            )
         log_notes(context, key, result.stats)
         context.add_asset_metadata(
-            {**read_metadata(result, changes, time.perf_counter() - started), **repaired, **access},
+            {
+                **read_metadata(result, changes, time.perf_counter() - started),
+                "store_repaired": str(moved) if moved else "no",
+                **access,
+            },
             partition_key=key,
         )
     if failed and len(failed) == len(context.partition_keys):  # nothing left to write: fail as the source did
         raise next(iter(failed.values()))
     progress.finish()
     return dg.MaterializeResult()
+
+
+def read_into_store(
+    artifacts: ArtifactStore, source, read: Callable[[dict], ReadResult]
+) -> tuple[ReadResult, PageChanges, dict, Path | None]:
+    """Read the source into its store: (the reading, what changed, the store's row counts, where a
+    damaged store was moved). A store SQLite cannot read, at open or on any query, is moved aside
+    and the source read again in full into a new one."""
+    path = artifacts.source_store_path(source.name)
+    store, moved = artifacts.open_source(source.name)
+    while True:
+        try:
+            with store:
+                result = read(store.known_pages())
+                return result, write_pages(store, source, result), store.access_metadata(), moved
+        except sqlite3.DatabaseError:
+            if moved:  # already a new store: this is not the file's damage
+                raise
+            moved = quarantine(path)
+            store = SourceStore(path)
+
+
+def stored_pages(artifacts: ArtifactsResource, source: str) -> int:
+    """How many pages the source's store holds (0 when it has none, or one that cannot be read)."""
+    try:
+        with SourceStore(artifacts.store.source_store_path(source)) as store:
+            return store.page_count()
+    except (sqlite3.Error, SourceStoreDamaged):
+        return 0
 
 
 def write_pages(store: SourceStore, source, result: ReadResult) -> PageChanges:

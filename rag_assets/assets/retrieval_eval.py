@@ -64,11 +64,8 @@ def eval_queries(
     model = embedder.get()
     frames = {}
     for key in context.partition_keys:
-        store = open_store(context, artifacts, key)
-        try:
+        with open_store(context, artifacts, key) as store:
             queries, skipped = source_queries(key, store, evaluation)
-        finally:
-            store.close()
         previous = artifacts.store.load(context.asset_key.to_user_string(), key)
         vectors, embedded = embed_queries(model, queries, previous)
         frames[key] = pd.DataFrame(

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag_assets.core.source_store import SourceStore, SourceStoreDamaged, quarantine
+from rag_assets.core.source_store import SourceStore, SourceStoreDamaged, damage_named, quarantine
 
 # The assets stored in parquet (bound to `parquet_io_manager` in definitions.py).
 PARQUET_ASSETS = ("eval_queries", "retrieval_eval")
@@ -65,12 +65,16 @@ class ArtifactStore:
     def source_store_path(self, source: str) -> Path:
         return Path(self.base_dir, SOURCE_STORES, f"{source}{STORE_SUFFIX}")
 
-    def open_source(self, source: str, *, check: bool = False) -> tuple[SourceStore, Path | None]:
+    def damage_named(self, source: str):
+        """See core/source_store.damage_named."""
+        return damage_named(self.source_store_path(source), source)
+
+    def open_source(self, source: str) -> tuple[SourceStore, Path | None]:
         """The source's row store, and where a damaged one was moved (None when it was healthy). A
         store SQLite cannot read is moved aside and a new one started: the next reading fills it."""
         path = self.source_store_path(source)
         try:
-            return SourceStore(path, check=check), None
+            return SourceStore(path), None
         except SourceStoreDamaged:
             moved = quarantine(path)
             return SourceStore(path), moved

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL, tokens INTEGER NOT NULL, content_hash TEXT NOT NULL, url TEXT NOT NULL,
     "commit" TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path, position);
+-- The page index raw_pages compares a reading with, without reading the pages' text.
+CREATE INDEX IF NOT EXISTS page_index ON pages (path, content_hash, stat, version);
 CREATE TABLE IF NOT EXISTS vectors (id TEXT PRIMARY KEY, model TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, op TEXT NOT NULL);
 """
@@ -113,21 +115,46 @@ def quarantine(path: Path) -> Path | None:
     return target
 
 
+@contextlib.contextmanager
+def damage_named(path: Path, source: str) -> Iterator[None]:
+    """Within the block, an SQLite error of a source's store (damage its header did not show) moves
+    the store aside and is raised as one SourceStoreDamaged line naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        moved = quarantine(path)
+        raise SourceStoreDamaged(
+            f"source {source!r}: its store could not be read ({error}) and was moved to {moved}; "
+            "the next run reads the source again in full",
+            moved,
+        ) from None
+
+
 def looks_like_sqlite(path: Path) -> bool:
-    """A file SQLite would open as a database: absent, empty (a new database) or with its header."""
+    """A file SQLite would open as a whole database: absent, empty (a new database), or with SQLite's
+    header and at least as many bytes as the header says it has pages (a file cut short by a full
+    disk or a crash is not). Reads 100 bytes: the check every open can afford, whatever the size."""
     try:
         with path.open("rb") as file:
-            head = file.read(len(SQLITE_HEADER))
+            head = file.read(100)
+            size = os.fstat(file.fileno()).st_size
     except FileNotFoundError:
         return True
-    return head in (b"", SQLITE_HEADER)
+    if head == b"":
+        return True
+    if len(head) < 100 or not head.startswith(SQLITE_HEADER):
+        return False
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages, counter, valid_for = (int.from_bytes(head[i : i + 4], "big") for i in (28, 24, 92))
+    return not (pages and counter == valid_for and size < pages * page_size)
 
 
 class SourceStore:
     """The stored rows of one source. `counts` tallies the rows each kind of access read or wrote
     (`chunks_read`, `vectors_written`...), so a test can prove an update touched only its change."""
 
-    def __init__(self, path: Path, *, check: bool = False):
+    def __init__(self, path: Path):
         self.path = Path(path)
         self.counts: Counter = Counter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,10 +165,6 @@ class SourceStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            if check:
-                problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
-                if problem != "ok":
-                    raise sqlite3.DatabaseError(problem)
         except sqlite3.DatabaseError as error:
             self._db.close()
             raise SourceStoreDamaged(f"{self.path}: {error}") from None
@@ -169,7 +192,7 @@ class SourceStore:
         known = {
             path: KnownPage(h, stat, version)
             for path, h, stat, version in self._db.execute(
-                "SELECT path, content_hash, stat, version FROM pages"
+                "SELECT path, content_hash, stat, version FROM pages INDEXED BY page_index"
             )
         }
         self.counts["page_index_read"] += len(known)

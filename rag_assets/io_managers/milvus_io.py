@@ -13,7 +13,7 @@ import dagster as dg
 
 from rag_assets.core.freshness import freshness_metadata
 from rag_assets.core.progress import Reporter
-from rag_assets.core.source_store import SourceStore
+from rag_assets.core.source_store import SourceStore, damage_named
 from rag_assets.io_managers.milvus_sync import Writer, stored_model, sync_source
 from rag_assets.metadata import ROWS_DELETED, ROWS_UPSERTED, SOURCE_TIME, latest_metadata
 from rag_assets.resources.milvus import (
@@ -49,8 +49,10 @@ class MilvusIOManager(dg.ConfigurableIOManager):
         progress = Reporter("milvus_collection", "rows written", log=context.log.info)
         try:
             for source, changes in obj.items():
-                store = SourceStore(Path(changes.store_path))
-                try:
+                with (
+                    damage_named(Path(changes.store_path), source),
+                    SourceStore(Path(changes.store_path)) as store,
+                ):
                     model = stored_model(store, identity)
                     dimension = store.vector_dimension(model) or milvus.dimension()
                     if dimension:
@@ -59,8 +61,6 @@ class MilvusIOManager(dg.ConfigurableIOManager):
                     result = sync_source(writer, reconcile=changes.reconcile)
                     rows = store.chunk_count()
                     access = store.access_metadata()
-                finally:
-                    store.close()
                 searchable_at = time.time()  # the sync flushed: the rows are searchable from now on
                 context.log.info(
                     f"{source}: {result.upserted} upserted, {result.deleted} deleted, "

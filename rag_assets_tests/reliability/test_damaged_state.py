@@ -4,14 +4,19 @@ and named, the next `rag-assets ingest` rebuilds it from the sources, and the ro
 
 import os
 import sqlite3
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rag_assets.assets.raw_pages import read_into_store
 from rag_assets.core.artifacts import ArtifactStore
+from rag_assets.core.pages import PageStats
 from rag_assets.core.source_store import SourceStore
 from rag_assets.resources.embedding_cache import EmbeddingCache
+from rag_assets.resources.readers import ReadResult
 from rag_assets.settings import Settings
 from rag_assets_tests.helpers import expected_chunks, milvus_rows, rag_assets, write_sources
 
@@ -58,7 +63,7 @@ def test_a_damaged_source_store_is_moved_aside_and_a_new_one_opened(tmp_path, da
     filled_store(artifacts.source_store_path("notes"))
     DAMAGES[damage](artifacts.source_store_path("notes"))
 
-    store, moved = artifacts.open_source("notes", check=True)
+    store, moved = artifacts.open_source("notes")
 
     with store:
         assert store.chunk_count() == 0  # empty: the next reading fills it
@@ -66,6 +71,51 @@ def test_a_damaged_source_store_is_moved_aside_and_a_new_one_opened(tmp_path, da
         assert moved is None
     else:
         assert moved is not None and moved.name.startswith("notes.sqlite.damaged-") and moved.exists()
+
+
+def test_a_store_garbled_inside_is_moved_aside_when_read_and_the_source_read_in_full(tmp_path):
+    """Damage its header does not show (whole size, a sound first page): found by the first query."""
+    artifacts = ArtifactStore(tmp_path)
+    path = artifacts.source_store_path("notes")
+    with SourceStore(path) as store, store.replacing_pages() as writer:
+        for n in range(300):
+            writer.add(
+                {
+                    "path": f"p{n}.md",
+                    "url": "",
+                    "content_hash": f"h{n}",
+                    "commit": "",
+                    "format": "markdown",
+                    "version": "v",
+                    "text": "x" * 2000,
+                    "stat": "",
+                }
+            )
+    data = bytearray(path.read_bytes())
+    data[4096:] = np.random.default_rng(3).bytes(len(data) - 4096)
+    path.write_bytes(bytes(data))
+    source = SimpleNamespace(name="notes", on_empty="keep", include=(), exclude=())
+    seen = []
+
+    def read(known):
+        seen.append(dict(known))
+        row = {
+            "path": "a.md",
+            "url": "",
+            "content_hash": "a",
+            "commit": "",
+            "format": "markdown",
+            "version": "v",
+            "text": "A.",
+        }
+        return ReadResult([row], PageStats(pages=1), "v", datetime.now(UTC))
+
+    result, changes, _, moved = read_into_store(artifacts, source, read)
+
+    assert moved is not None and moved.name.startswith("notes.sqlite.damaged-")
+    assert seen[-1] == {} and changes.added == 1  # read again in full, into a new store
+    with SourceStore(path) as store:
+        assert store.page_count() == 1
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
