@@ -10,8 +10,6 @@ its own). The two checks
 that open Milvus sit in pool `milvus`, like the writer: one process at a time on a Milvus Lite file.
 """
 
-from collections.abc import Iterable
-
 import dagster as dg
 import pandas as pd
 from dagster._core.storage.tags import (
@@ -35,12 +33,6 @@ def empty_chunk_ids(frame: pd.DataFrame) -> list[str]:
     """Ids of the chunks whose text is empty or only whitespace."""
     text = frame["text"].fillna("").astype(str)
     return frame.loc[text.str.strip() == "", "id"].tolist()
-
-
-def row_differences(chunk_ids: Iterable[str], row_ids: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(missing, orphans): chunks that have no row, and rows that have no chunk; each sorted."""
-    chunk_ids, row_ids = set(chunk_ids), set(row_ids)
-    return sorted(chunk_ids - row_ids), sorted(row_ids - chunk_ids)
 
 
 def _listed(values) -> str:

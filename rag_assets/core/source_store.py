@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,10 +332,6 @@ class SourceStore:
             self.counts["chunks_read"] += len(rows)
             yield [dict(zip(fields, row[2:])) for row in rows]
 
-    def empty_chunk_ids(self, ids: list[str]) -> list[str]:
-        """Of these chunks, the ones whose text is only whitespace."""
-        return [c["id"] for c in self.chunks_of(ids, ("id", "text")) if not str(c["text"]).strip()]
-
     # -- embeddings -------------------------------------------------------------------------------
     def ids_without_vector(
         self, model: str, *, every_chunk: bool, batch: int = DEFAULT_BATCH
@@ -384,9 +380,6 @@ class SourceStore:
 
     def vector_dimensions(self) -> set[int]:
         return {n // 4 for (n,) in self._db.execute("SELECT DISTINCT length(vector) FROM vectors")}
-
-    def vector_count(self, model: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (model,)).fetchone()[0]
 
     # -- the Milvus write -------------------------------------------------------------------------
     def pending(self, op: str, batch: int = DEFAULT_BATCH) -> Iterator[list[str]]:
@@ -464,9 +457,6 @@ class SourceStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-
-    def execute(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
-        return self._db.execute(sql, tuple(params))
 
     def close(self) -> None:
         self._db.close()
